@@ -1,11 +1,29 @@
 // qgrad-bench: measurements that print ratios against a baseline measured in the same run.
 //   qgrad-bench codecs [--n N] [--threads T] [--reps R] [--codecs "SPEC;SPEC"] [--json]
+//   mpirun -np 4 qgrad-bench allreduce [--sizes N,N] [--codecs "SPEC;SPEC"]
+//                                      [--strategies auto,allgather,...|all] [--reps R] [--json]
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <sstream>
 
 #include "bench/codec_bench.h"
 #include "core/error.h"
+#if QGRAD_BENCH_HAVE_MPI
+#include "bench/allreduce_bench.h"
+#include "comm/mpi/mpi_communicator.h"
+#endif
+
+namespace {
+
+std::vector<std::string> split(const std::string& text, char sep) {
+  std::vector<std::string> out;
+  std::stringstream ss(text);
+  for (std::string s; std::getline(ss, s, sep);)
+    if (!s.empty()) out.push_back(s);
+  return out;
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"qgrad-bench: codec throughput against memcpy measured in the same run"};
@@ -21,14 +39,47 @@ int main(int argc, char** argv) {
   codecs->add_option("--codecs", codec_list, "specs separated by ';' (default: every codec)");
   codecs->add_flag("--json", codec_opts.json, "one JSON object per codec and line");
 
+#if QGRAD_BENCH_HAVE_MPI
+  qgrad::bench::AllreduceBenchOptions ar_opts;
+  std::string ar_codecs, ar_sizes, ar_strategies = "auto";
+  CLI::App* allreduce = app.add_subcommand(
+      "allreduce", "compressed allreduce per codec, strategy and size vs fp32 MPI_Allreduce "
+                   "(run under mpirun)");
+  allreduce->add_option("--sizes", ar_sizes, "elements per bucket, comma-separated (25000000)");
+  allreduce->add_option("--codecs", ar_codecs, "specs separated by ';' (default: a set of codecs)");
+  allreduce->add_option("--strategies", ar_strategies,
+                        "comma-separated: auto, none, allgather, scatter-reduce, majority, or all");
+  allreduce->add_option("--reps", ar_opts.repetitions, "timed runs (median)")->check(CLI::Range(1, 1000));
+  allreduce->add_option("--threads", ar_opts.threads, "codec threads per rank")->check(CLI::Range(1, 1024));
+  allreduce->add_flag("--json", ar_opts.json, "one JSON object per row");
+#endif
+
   CLI11_PARSE(app, argc, argv);
   try {
     if (*codecs) {
-      std::stringstream ss(codec_list);
-      for (std::string s; std::getline(ss, s, ';');)
-        if (!s.empty()) codec_opts.specs.push_back(s);
+      codec_opts.specs = split(codec_list, ';');
       qgrad::bench::run_codec_bench(codec_opts);
     }
+#if QGRAD_BENCH_HAVE_MPI
+    if (*allreduce) {
+      ar_opts.specs = split(ar_codecs, ';');
+      ar_opts.strategies = split(ar_strategies, ',');
+      if (!ar_sizes.empty()) {
+        ar_opts.sizes.clear();
+        for (const auto& s : split(ar_sizes, ',')) {
+          size_t n = 0;
+          try {
+            n = std::stoull(s);
+          } catch (const std::exception&) {
+            throw qgrad::InvalidArgument("--sizes: '" + s + "' is not a number of elements");
+          }
+          ar_opts.sizes.push_back(n);
+        }
+      }
+      qgrad::MpiRuntime mpi(&argc, &argv);
+      qgrad::bench::run_allreduce_bench(ar_opts);
+    }
+#endif
   } catch (const qgrad::Error& e) {
     std::fprintf(stderr, "qgrad-bench: %s\n", e.what());
     return 2;
