@@ -2,6 +2,7 @@
 // throws; it never aborts. Thread-safe: plain exception types.
 #pragma once
 
+#include <exception>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -35,6 +36,17 @@ std::string concat(const Args&... args) {
   return os.str();
 }
 }  // namespace detail
+
+// The message of a captured exception, for reports that cross threads or ranks.
+inline std::string describe_exception(const std::exception_ptr& e) {
+  try {
+    std::rethrow_exception(e);
+  } catch (const std::exception& x) {
+    return x.what();
+  } catch (...) {
+    return "an exception that is not a std::exception";
+  }
+}
 
 }  // namespace qgrad
 

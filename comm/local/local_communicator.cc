@@ -16,16 +16,6 @@ const char* op_name(uint8_t op) {
   return kNames[op];
 }
 
-std::string describe(const std::exception_ptr& e) {
-  try {
-    std::rethrow_exception(e);
-  } catch (const std::exception& x) {
-    return x.what();
-  } catch (...) {
-    return "an exception that is not a std::exception";
-  }
-}
-
 void copy_bytes(std::byte* to, const std::byte* from, size_t n) {
   if (n > 0) std::memcpy(to, from, n);
 }
@@ -120,7 +110,7 @@ void LocalCommunicator::run(const char* op, LocalHub::Post post, Body&& body) {
   } catch (...) {
     hub_.fail(rank_, false,
               detail::concat("rank ", rank_, " failed in ", op, ": ",
-                             describe(std::current_exception())));
+                             describe_exception(std::current_exception())));
     throw;
   }
   ++traffic_.calls;
@@ -259,7 +249,7 @@ void run_local(int world, const std::function<void(Communicator&)>& fn, CommOpti
           if (!first) first = e;
         }
         // Recorded before the abort, so the root cause is what run_local rethrows.
-        hub.abort(r, describe(e));
+        hub.abort(r, describe_exception(e));
       }
     });
   }

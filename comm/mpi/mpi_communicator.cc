@@ -18,16 +18,6 @@ std::string mpi_error_text(int code) {
   return std::string(text, len);
 }
 
-std::string describe(const std::exception_ptr& e) {
-  try {
-    std::rethrow_exception(e);
-  } catch (const std::exception& x) {
-    return x.what();
-  } catch (...) {
-    return "an exception that is not a std::exception";
-  }
-}
-
 bool mpi_finalized() {
   int finalized = 0;
   MPI_Finalized(&finalized);
@@ -293,7 +283,7 @@ void MpiCommunicator::guarded(const char* op, Body&& body) {
     } catch (...) {
       // An argument error found after the collective began leaves peers waiting: release them.
       abort(detail::concat("rank ", rank_, " failed in ", op, ": ",
-                           describe(std::current_exception())));
+                           describe_exception(std::current_exception())));
       throw;
     }
   }

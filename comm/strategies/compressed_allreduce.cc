@@ -205,16 +205,6 @@ class Exchange {
   bool started_ = false;
 };
 
-std::string describe(const std::exception_ptr& e) {
-  try {
-    std::rethrow_exception(e);
-  } catch (const std::exception& x) {
-    return x.what();
-  } catch (...) {
-    return "an exception that is not a std::exception";
-  }
-}
-
 }  // namespace
 
 Strategy parse_strategy(std::string_view name) {
@@ -328,7 +318,7 @@ ExchangeStats compressed_allreduce(Communicator& comm, const Codec& codec, Strat
   } catch (...) {
     if (exchange.started()) {
       comm.abort(detail::concat("compressed_allreduce failed on rank ", comm.rank(), ": ",
-                                describe(std::current_exception())));
+                                describe_exception(std::current_exception())));
     }
     throw;
   }
