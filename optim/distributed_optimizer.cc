@@ -1,0 +1,574 @@
+#include "optim/distributed_optimizer.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <set>
+
+#include "core/codec_registry.h"
+#include "core/error.h"
+#include "core/simd/kernels.h"
+#include "core/wire.h"
+
+namespace qgrad {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+class Stopwatch {
+ public:
+  explicit Stopwatch(double& total) : total_(total), start_(Clock::now()) {}
+  ~Stopwatch() { total_ += std::chrono::duration<double>(Clock::now() - start_).count(); }
+
+ private:
+  double& total_;
+  Clock::time_point start_;
+};
+
+// The NaN flag a rank sends before a bucket's data: nothing when the bucket is finite, else
+// u32 parameter index, u32 kind (0 gradient, 1 contribution), u64 element index.
+constexpr size_t kFlagBytes = 16;
+
+constexpr std::string_view kOptimizerPrefix = "optimizer/";
+constexpr std::string_view kExchangePrefix = "exchange/";
+
+std::string what_of(const std::exception_ptr& e) {
+  try {
+    std::rethrow_exception(e);
+  } catch (const std::exception& x) {
+    return x.what();
+  } catch (...) {
+    return "an exception that is not a std::exception";
+  }
+}
+
+bool starts_with(const std::string& s, std::string_view prefix) {
+  return s.compare(0, prefix.size(), prefix) == 0;
+}
+
+uint64_t checked_counter(const StateDict& state, const std::string& key) {
+  const auto it = state.scalars.find(key);
+  QGRAD_CHECK(it != state.scalars.end(), "distributed optimizer: the saved state has no '", key,
+              "'");
+  const double v = it->second;
+  QGRAD_CHECK(v >= 0 && v < 9007199254740992.0 && v == std::floor(v),
+              "distributed optimizer: saved '", key, "' must be a non-negative integer, got ", v);
+  return static_cast<uint64_t>(v);
+}
+
+void check_lr(float lr) {
+  QGRAD_CHECK(std::isfinite(lr) && lr >= 0.0f, "learning rate must be finite and >= 0, got ", lr);
+}
+
+}  // namespace
+
+NanPolicy parse_nan_policy(std::string_view name) {
+  if (name == "error") return NanPolicy::kError;
+  if (name == "skip-step") return NanPolicy::kSkipStep;
+  throw InvalidArgument(
+      detail::concat("unknown nan policy '", name, "'; valid policies: error, skip-step"));
+}
+
+std::string_view nan_policy_name(NanPolicy policy) {
+  return policy == NanPolicy::kError ? "error" : "skip-step";
+}
+
+DistributedOptimizer::DistributedOptimizer(Communicator& comm, std::unique_ptr<Optimizer> optimizer,
+                                           std::vector<ParamView> params,
+                                           DistributedOptimizerOptions options)
+    : comm_(comm),
+      optimizer_(std::move(optimizer)),
+      params_(std::move(params)),
+      options_(std::move(options)) {
+  QGRAD_CHECK(optimizer_ != nullptr, "distributed optimizer: no optimizer given");
+  QGRAD_CHECK(options_.bucket_bytes > 0,
+              "distributed optimizer: bucket_bytes must be > 0 (the default is 4 MiB)");
+  codec_ = make_codec(options_.codec);
+  plain_codec_ = make_codec("none");
+  majority_ = codec_->aggregation() == Aggregation::kMajorityVote;
+  strategy_ = resolve_strategy(options_.strategy, *codec_, comm_.size());
+  // A majority-vote codec decodes to +-1 whatever the magnitude of p = c + e, so e = p - D(C(p))
+  // would hold -+1 in place of what compression dropped and grow without bound; EF-signSGD
+  // needs the scaled sign (sign:scale=l1), which aggregates by mean.
+  QGRAD_CHECK(!(options_.error_feedback && majority_),
+              "error feedback needs a codec whose "
+              "decoded values estimate its input; '",
+              codec_->spec().str(),
+              "' sends a majority vote of signs. Use sign:scale=l1 for EF-signSGD, or turn "
+              "error feedback off for signSGD / Signum with majority vote");
+
+  std::vector<ParamShape> shapes;
+  for (const ParamView& p : params_) {
+    QGRAD_CHECK(p.value.size() == p.grad.size(), "distributed optimizer: parameter '", p.name,
+                "' has ", p.value.size(), " values but ", p.grad.size(), " gradient elements");
+    shapes.push_back({p.name, p.value.size()});
+  }
+  optimizer_->init(std::move(shapes));  // checks that names are unique
+
+  // Reverse order: backward produces the last layer's gradients first.
+  bucket_of_.assign(params_.size(), 0);
+  BucketLayout current;
+  size_t current_bytes = 0;
+  auto close = [&] {
+    current.compressible = 4 * current.size >= options_.min_compress_bytes;
+    buckets_.push_back(std::move(current));
+    current = BucketLayout{};
+    current_bytes = 0;
+  };
+  for (size_t i = params_.size(); i-- > 0;) {
+    const size_t bytes = 4 * params_[i].value.size();
+    if (!current.params.empty() && current_bytes + bytes > options_.bucket_bytes) close();
+    bucket_of_[i] = buckets_.size();
+    current.params.push_back(i);
+    current.offsets.push_back(current.size);
+    current.size += params_[i].value.size();
+    current_bytes += bytes;
+  }
+  if (!current.params.empty()) close();
+
+  const size_t nb = buckets_.size();
+  data_.resize(nb);
+  worker_ef_.resize(nb);
+  owner_ef_.resize(nb);
+  worker_backup_.resize(nb);
+  owner_backup_.resize(nb);
+  for (size_t b = 0; b < nb; ++b) {
+    const BucketLayout& layout = buckets_[b];
+    data_[b].assign(layout.size, 0.0f);
+    if (options_.error_feedback && layout.compressible) {
+      worker_ef_[b] = std::make_unique<ErrorFeedback>(layout.size);
+      if (strategy_ == Strategy::kScatterReduce) {
+        owner_ef_[b] = std::make_unique<ErrorFeedback>(
+            owned_chunk(layout.size, comm_.size(), comm_.rank()).size());
+      }
+    }
+  }
+  work_.resize(nb);
+  ready_.assign(nb, 0);
+  param_ready_.assign(params_.size(), 0);
+  thread_ = std::thread(&DistributedOptimizer::exchange_loop, this);
+}
+
+DistributedOptimizer::~DistributedOptimizer() {
+  {
+    std::lock_guard lock(mutex_);
+    shutdown_ = true;
+  }
+  wake_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+void DistributedOptimizer::exchange_loop() {
+  std::unique_lock lock(mutex_);
+  for (;;) {
+    wake_.wait(lock, [&] {
+      return shutdown_ || (active_ && lr_known_ && !halted_ && next_ < buckets_.size() &&
+                           ready_[next_] == buckets_[next_].params.size());
+    });
+    if (shutdown_) {
+      if (active_ && !halted_ && next_ < buckets_.size()) {
+        // Destroyed in the middle of a step: peers may be waiting in this bucket's collectives.
+        lock.unlock();
+        comm_.abort(detail::concat("rank ", comm_.rank(), " left step ", step_,
+                                   " of its DistributedOptimizer unfinished (bucket ", next_,
+                                   " of ", buckets_.size(), " not exchanged)"));
+      }
+      return;
+    }
+    const size_t b = next_;
+    const uint64_t step = step_;
+    const float lr = lr_;
+    lock.unlock();
+    bool clean = false;
+    std::exception_ptr error;
+    try {
+      clean = exchange_bucket(b, step, lr);
+    } catch (const CommError&) {
+      error = std::current_exception();  // the communicator is broken, and the peers know
+    } catch (...) {
+      error = std::current_exception();
+      comm_.abort(detail::concat("rank ", comm_.rank(), " failed to exchange bucket ", b,
+                                 " of step ", step, ": ", what_of(error)));
+    }
+    lock.lock();
+    if (error) error_ = error;
+    if (error || !clean) halted_ = true;
+    ++next_;
+    wake_.notify_all();
+  }
+}
+
+bool DistributedOptimizer::exchange_bucket(size_t b, uint64_t step, float lr) {
+  const BucketLayout& layout = buckets_[b];
+  BucketWork& w = work_[b];
+  std::vector<float>& data = data_[b];
+  const int me = comm_.rank(), world = comm_.size();
+  const float s = optimizer_->compression_scale(lr);
+  const float factor = options_.adversarial ? -s : s;
+  const TrafficCounters before = comm_.traffic();
+
+  flag_.clear();
+  {
+    Stopwatch t(w.prepare_s);
+    for (size_t k = 0; k < layout.params.size(); ++k) {
+      const size_t i = layout.params[k];
+      const ParamView& p = params_[i];
+      const size_t n = p.grad.size();
+      const std::span<float> out(data.data() + layout.offsets[k], n);
+      optimizer_->contribution(i, p.grad, out);
+      if (factor != 1.0f) {
+        for (float& v : out) v = factor * v;
+      }
+      if (!flag_.empty()) continue;  // one report per bucket is enough
+      size_t bad = simd::find_nonfinite(p.grad.data(), n);
+      const bool in_contribution = bad == n;
+      if (in_contribution) bad = simd::find_nonfinite(out.data(), n);
+      if (bad < n) {
+        flag_.resize(kFlagBytes);
+        store_u32(flag_.data(), static_cast<uint32_t>(i));
+        store_u32(flag_.data() + 4, in_contribution ? 1u : 0u);
+        store_u64(flag_.data() + 8, bad);
+      }
+    }
+  }
+  {
+    // Every rank learns whether any rank has a non-finite value before any data moves, so all
+    // of them take the same path (the codecs would refuse to encode it on one rank only).
+    Stopwatch t(w.exchange_s);
+    comm_.allgatherv(flag_, flags_);
+  }
+  std::vector<BadGradient> bad;
+  for (int r = 0; r < world; ++r) {
+    const std::span<const std::byte> block = flags_.block(r);
+    if (block.empty()) continue;
+    QGRAD_PAYLOAD_CHECK(block.size() == kFlagBytes, "NaN flag from rank ", r, " has ", block.size(),
+                        " bytes, expected 0 or ", kFlagBytes);
+    BadGradient g{r, load_u32(block.data()), load_u64(block.data() + 8),
+                  load_u32(block.data() + 4) != 0};
+    QGRAD_PAYLOAD_CHECK(g.param < params_.size() && g.element < params_[g.param].grad.size(),
+                        "NaN flag from rank ", r, " names parameter ", g.param, " element ",
+                        g.element, ", which does not exist");
+    bad.push_back(g);
+  }
+  w.stats.bytes_sent = comm_.traffic().bytes_sent - before.bytes_sent;
+  w.stats.bytes_received = comm_.traffic().bytes_received - before.bytes_received;
+  if (!bad.empty()) {
+    bad_ = std::move(bad);  // read by step() once it sees halted_, under the mutex
+    return false;
+  }
+
+  const bool compressed = layout.compressible && step >= options_.warmup_steps;
+  ErrorFeedback* worker = worker_ef_[b].get();
+  ErrorFeedback* owner = compressed ? owner_ef_[b].get() : nullptr;
+  if (worker != nullptr) {
+    worker_backup_[b].assign(worker->memory().begin(), worker->memory().end());
+    if (owner != nullptr) owner_backup_[b].assign(owner->memory().begin(), owner->memory().end());
+    w.backed_up = true;
+  }
+  const RngKey key{.seed = options_.seed,
+                   .step = step,
+                   .rank = static_cast<uint32_t>(me),
+                   .tensor = static_cast<uint32_t>(b),
+                   .bucket = 0};
+  // The contribution already carries s(lr): the error memory adds to it with factor 1, which
+  // gives ErrorFeedback's p = lr * g + e bit for bit (1 * x == x).
+  const ExchangeStats x =
+      compressed ? compressed_allreduce(comm_, *codec_, strategy_, data, key, worker, owner, 1.0f)
+                 : compressed_allreduce(comm_, *plain_codec_, Strategy::kPlain, data, key, worker,
+                                        nullptr, 1.0f);
+  {
+    Stopwatch t(w.decode_s);
+    if (compressed && majority_) {
+      // The vote is a direction; s(lr) gives it the units of a mean aggregate (SGD: lr * vote).
+      if (s != 1.0f) {
+        for (float& v : data) v = s * v;
+      }
+    } else if (world > 1) {
+      const float divisor = static_cast<float>(world);
+      for (float& v : data) v = v / divisor;
+    }
+  }
+  w.encode_s += x.encode_s;
+  w.exchange_s += x.exchange_s;
+  w.decode_s += x.decode_s;
+  w.stats.strategy = x.strategy;
+  w.stats.compressed = compressed;
+  w.stats.exchanged = true;
+  w.stats.raw_bytes = x.raw_bytes;
+  if (world > 1) {
+    const size_t n = layout.size;  // comm/communicator.h: the ring's volume from rank `me`
+    w.stats.fp32_bytes_sent =
+        4 * (2 * n - ring_chunk(n, world, me).size() - ring_chunk(n, world, me + 1).size());
+  }
+  w.stats.bytes_sent = comm_.traffic().bytes_sent - before.bytes_sent;
+  w.stats.bytes_received = comm_.traffic().bytes_received - before.bytes_received;
+  return true;
+}
+
+void DistributedOptimizer::start_step_locked(float lr, bool lr_known) {
+  active_ = true;
+  lr_known_ = lr_known;
+  lr_ = lr;
+  next_ = 0;
+  halted_ = false;
+  bad_.clear();
+  for (BucketWork& w : work_) w = BucketWork{};
+}
+
+void DistributedOptimizer::finish_step_locked(bool count_step) {
+  active_ = false;
+  lr_known_ = false;
+  next_ = 0;
+  halted_ = false;
+  bad_.clear();
+  std::fill(ready_.begin(), ready_.end(), 0);
+  std::fill(param_ready_.begin(), param_ready_.end(), 0);
+  if (count_step) ++step_;
+}
+
+void DistributedOptimizer::begin_step(float lr) {
+  check_lr(lr);
+  std::lock_guard lock(mutex_);
+  QGRAD_CHECK(broken_.empty(), broken_);
+  if (active_) {
+    QGRAD_CHECK(!lr_known_, "begin_step(", lr, ") called twice in step ", step_);
+    lr_ = lr;
+    lr_known_ = true;
+  } else {
+    start_step_locked(lr, true);
+  }
+  wake_.notify_all();
+}
+
+void DistributedOptimizer::gradient_ready(size_t i) {
+  QGRAD_CHECK(i < params_.size(), "gradient_ready(", i, "): there are ", params_.size(),
+              " parameters");
+  std::lock_guard lock(mutex_);
+  QGRAD_CHECK(broken_.empty(), broken_);
+  if (!active_) start_step_locked(0.0f, false);
+  QGRAD_CHECK(!param_ready_[i], "gradient_ready(", i, ") for parameter '", params_[i].name,
+              "' called twice in step ", step_);
+  param_ready_[i] = 1;
+  const size_t b = bucket_of_[i];
+  if (++ready_[b] == buckets_[b].params.size()) wake_.notify_all();
+}
+
+size_t DistributedOptimizer::buckets_exchanged() const {
+  std::lock_guard lock(mutex_);
+  return active_ ? next_ : 0;
+}
+
+uint64_t DistributedOptimizer::steps() const {
+  std::lock_guard lock(mutex_);
+  return step_;
+}
+
+std::string DistributedOptimizer::describe(const BadGradient& bad) const {
+  const std::string& name = params_[bad.param].name;
+  if (bad.in_contribution) {
+    return detail::concat("parameter '", name, "' element ", bad.element, " on rank ", bad.rank,
+                          ": its gradient is finite but what the optimizer sends (s(lr) * T(g)) "
+                          "is not (learning rate too large?)");
+  }
+  return detail::concat("non-finite gradient (NaN or Inf) in parameter '", name, "' at element ",
+                        bad.element, " on rank ", bad.rank);
+}
+
+void DistributedOptimizer::restore_memories() {
+  for (size_t b = 0; b < buckets_.size(); ++b) {
+    if (!work_[b].backed_up) continue;
+    worker_ef_[b]->load(worker_backup_[b]);
+    if (work_[b].stats.compressed && owner_ef_[b] != nullptr) owner_ef_[b]->load(owner_backup_[b]);
+  }
+}
+
+StepStats DistributedOptimizer::step(float lr) {
+  check_lr(lr);
+  const Clock::time_point entered = Clock::now();
+  std::unique_lock lock(mutex_);
+  QGRAD_CHECK(broken_.empty(), broken_);
+  if (!active_) {
+    start_step_locked(lr, true);
+  } else if (lr_known_) {
+    QGRAD_CHECK(lr == lr_, "step(", lr, ") in step ", step_, " after begin_step(", lr_,
+                "): the learning rate must not change within a step");
+  } else {
+    lr_ = lr;
+    lr_known_ = true;
+  }
+  StepStats stats;
+  stats.step = step_;
+  stats.lr = lr;
+  stats.overlapped_buckets = next_;
+  for (size_t i = 0; i < params_.size(); ++i) {
+    if (param_ready_[i]) continue;
+    param_ready_[i] = 1;
+    ++ready_[bucket_of_[i]];
+  }
+  wake_.notify_all();
+  wake_.wait(lock, [&] { return next_ == buckets_.size() || halted_; });
+  stats.wait_s = std::chrono::duration<double>(Clock::now() - entered).count();
+
+  if (error_) {
+    broken_ = "distributed optimizer: unusable after a failed exchange: " + what_of(error_);
+    std::rethrow_exception(error_);
+  }
+  for (size_t b = 0; b < buckets_.size(); ++b) {
+    const BucketWork& w = work_[b];
+    BucketStats bs = w.stats;
+    bs.before_step = b < stats.overlapped_buckets;
+    stats.bytes_sent += bs.bytes_sent;
+    stats.bytes_received += bs.bytes_received;
+    stats.raw_bytes += bs.raw_bytes;
+    stats.fp32_bytes_sent += bs.fp32_bytes_sent;
+    stats.compressed_buckets += bs.compressed ? 1 : 0;
+    stats.prepare_s += w.prepare_s;
+    stats.encode_s += w.encode_s;
+    stats.exchange_s += w.exchange_s;
+    stats.decode_s += w.decode_s;
+    stats.buckets.push_back(bs);
+  }
+
+  std::string reason;
+  if (halted_) {
+    for (const BadGradient& g : bad_) reason += (reason.empty() ? "" : "; ") + describe(g);
+  } else {
+    // The aggregate is the same on every rank, so every rank reaches the same verdict here.
+    for (size_t b = 0; b < buckets_.size() && reason.empty(); ++b) {
+      const std::vector<float>& d = data_[b];
+      const size_t j = simd::find_nonfinite(d.data(), d.size());
+      if (j == d.size()) continue;
+      const BucketLayout& layout = buckets_[b];
+      const size_t k = std::upper_bound(layout.offsets.begin(), layout.offsets.end(), j) -
+                       layout.offsets.begin() - 1;
+      reason = detail::concat(
+          "the aggregated update of parameter '", params_[layout.params[k]].name, "' at element ",
+          j - layout.offsets[k], " is not finite (the sum over ranks overflowed)");
+    }
+  }
+  if (!reason.empty()) {
+    restore_memories();
+    if (options_.nan_policy == NanPolicy::kError) {
+      const uint64_t s = step_;
+      finish_step_locked(false);
+      throw InvalidArgument(detail::concat("step ", s, ": ", reason,
+                                           " (nan policy 'error'; 'skip-step' skips such steps)"));
+    }
+    finish_step_locked(true);
+    stats.skipped = true;
+    stats.skip_reason = reason;
+    return stats;
+  }
+
+  {
+    Stopwatch t(stats.update_s);
+    optimizer_->begin_update();
+    for (size_t b = 0; b < buckets_.size(); ++b) {
+      const BucketLayout& layout = buckets_[b];
+      for (size_t k = 0; k < layout.params.size(); ++k) {
+        const ParamView& p = params_[layout.params[k]];
+        const std::span<const float> update(data_[b].data() + layout.offsets[k], p.value.size());
+        optimizer_->apply(layout.params[k], p.value, p.grad, update, lr);
+      }
+    }
+  }
+  finish_step_locked(true);
+  return stats;
+}
+
+std::string DistributedOptimizer::bucket_name(size_t b) const { return detail::concat(b); }
+
+StateDict DistributedOptimizer::export_state() const {
+  std::lock_guard lock(mutex_);
+  QGRAD_CHECK(!active_, "export_state() in the middle of step ", step_, "; call it between steps");
+  StateDict out;
+  const StateDict inner = optimizer_->export_state();
+  for (const auto& [key, buffer] : inner.buffers)
+    out.buffers[std::string(kOptimizerPrefix) + key] = buffer;
+  for (const auto& [key, value] : inner.scalars)
+    out.scalars[std::string(kOptimizerPrefix) + key] = value;
+  for (size_t b = 0; b < buckets_.size(); ++b) {
+    if (worker_ef_[b] != nullptr) {
+      const auto m = worker_ef_[b]->memory();
+      out.buffers["exchange/ef_worker/" + bucket_name(b)].assign(m.begin(), m.end());
+    }
+    if (owner_ef_[b] != nullptr) {
+      const auto m = owner_ef_[b]->memory();
+      out.buffers["exchange/ef_owner/" + bucket_name(b)].assign(m.begin(), m.end());
+    }
+  }
+  out.scalars["exchange/step"] = static_cast<double>(step_);
+  out.scalars["exchange/world"] = comm_.size();
+  out.scalars["exchange/rank"] = comm_.rank();
+  return out;
+}
+
+void DistributedOptimizer::import_state(const StateDict& state) {
+  std::lock_guard lock(mutex_);
+  QGRAD_CHECK(broken_.empty(), broken_);
+  QGRAD_CHECK(!active_, "import_state() in the middle of step ", step_, "; call it between steps");
+  const uint64_t world = checked_counter(state, "exchange/world");
+  const uint64_t rank = checked_counter(state, "exchange/rank");
+  QGRAD_CHECK(world == static_cast<uint64_t>(comm_.size()),
+              "distributed optimizer: the saved "
+              "state is from a run with ",
+              world, " ranks, this one has ", comm_.size());
+  QGRAD_CHECK(rank == static_cast<uint64_t>(comm_.rank()),
+              "distributed optimizer: the saved "
+              "state is rank ",
+              rank, "'s, this is rank ", comm_.rank(), " (error memories are per rank)");
+  const uint64_t step = checked_counter(state, "exchange/step");
+
+  std::set<std::string> expected;
+  auto expect = [&](const std::string& key, size_t size, size_t b, const char* what) {
+    expected.insert(key);
+    const auto it = state.buffers.find(key);
+    QGRAD_CHECK(it != state.buffers.end(), "distributed optimizer: the saved state has no '", key,
+                "' (", what, " of bucket ", b,
+                "); was it saved with error feedback off, "
+                "another --bucket-bytes, --min-compress-bytes, strategy or model?");
+    QGRAD_CHECK(it->second.size() == size, "distributed optimizer: saved '", key, "' has ",
+                it->second.size(), " elements, bucket ", b, " here needs ", size,
+                " (another --bucket-bytes or model?)");
+  };
+  for (size_t b = 0; b < buckets_.size(); ++b) {
+    if (worker_ef_[b] != nullptr) {
+      expect("exchange/ef_worker/" + bucket_name(b), worker_ef_[b]->size(), b,
+             "the worker error memory");
+    }
+    if (owner_ef_[b] != nullptr) {
+      expect("exchange/ef_owner/" + bucket_name(b), owner_ef_[b]->size(), b,
+             "the owner error memory");
+    }
+  }
+  StateDict inner;
+  for (const auto& [key, buffer] : state.buffers) {
+    if (starts_with(key, kOptimizerPrefix)) {
+      inner.buffers[key.substr(kOptimizerPrefix.size())] = buffer;
+    } else if (starts_with(key, kExchangePrefix)) {
+      QGRAD_CHECK(expected.count(key) != 0, "distributed optimizer: the saved state holds '", key,
+                  "', which this run does not have (saved with error feedback on, another "
+                  "strategy, --bucket-bytes or model?)");
+    }
+  }
+  for (const auto& [key, value] : state.scalars) {
+    if (starts_with(key, kOptimizerPrefix)) {
+      inner.scalars[key.substr(kOptimizerPrefix.size())] = value;
+    } else if (starts_with(key, kExchangePrefix)) {
+      QGRAD_CHECK(key == "exchange/step" || key == "exchange/world" || key == "exchange/rank",
+                  "distributed optimizer: unknown saved scalar '", key, "'");
+    }
+  }
+  optimizer_->import_state(inner);  // checks everything before it changes anything
+  for (size_t b = 0; b < buckets_.size(); ++b) {
+    if (worker_ef_[b] != nullptr) {
+      worker_ef_[b]->load(state.buffers.at("exchange/ef_worker/" + bucket_name(b)));
+    }
+    if (owner_ef_[b] != nullptr) {
+      owner_ef_[b]->load(state.buffers.at("exchange/ef_owner/" + bucket_name(b)));
+    }
+  }
+  step_ = step;
+}
+
+}  // namespace qgrad

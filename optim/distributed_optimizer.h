@@ -1,0 +1,219 @@
+// DistributedOptimizer: data-parallel steps with compressed gradients (DESIGN.md sections 3-4).
+// Horovod's split: this class decides *when* a bucket of gradients is ready and what goes into
+// it; compressed_allreduce (comm/strategies) moves it; the Optimizer (optim/optimizer.h) turns the
+// aggregate into a parameter update. One step on rank r, for every bucket b:
+//
+//   c   = s(lr) * T(g)  over the bucket's parameters    (Optimizer::contribution; negated when
+//                                                         options.adversarial)
+//   p   = c + e_b;  send C(p);  e_b = p - D(C(p))        (error feedback: one worker memory per
+//                                                         bucket, one owner memory per bucket for
+//                                                         scatter-reduce; core/error_feedback.h)
+//   a_b = sum_r D(C(p_r)) / W      (mean codecs)   or   s(lr) * vote   (majority-vote codecs)
+//   x  <- Optimizer::apply(a_b)    on every rank, with the same a_b: parameters and optimizer
+//                                  state stay bitwise identical across ranks (Signum's momentum,
+//                                  the error memories and the adversarial flag are per rank)
+//
+// Buckets: parameters are fused into buckets in reverse order (the order backward produces their
+// gradients): a bucket is closed when the next parameter would take it past bucket_bytes; a
+// parameter larger than that gets a bucket of its own. A bucket is exchanged uncompressed (codec
+// `none`, plain fp32 ring allreduce, its mean) during the first warmup_steps steps and, always,
+// when it holds fewer than min_compress_bytes bytes.
+//
+// Overlap: one background thread owns the Communicator and exchanges bucket 0, 1, 2, ... in that
+// order on every rank (so collectives match, and MPI_THREAD_SERIALIZED suffices). A bucket goes
+// as soon as gradient_ready() was called for all its parameters and the step's learning rate is
+// known (begin_step(lr) or step(lr)): s(lr) scales what is compressed (SGD sends lr * g, so that
+// the error memory is in parameter units). step(lr) marks every parameter ready, waits for the
+// exchanges, then applies the update on the calling thread. The caller must not write a gradient
+// after gradient_ready() for it and before step() returns, and may use the Communicator itself
+// only between steps (after step() returned, before the next begin_step/gradient_ready).
+//
+// NaN/Inf: before each bucket's data, the ranks allgather a flag (0 bytes when all is well; the
+// parameter, element and rank of the first non-finite gradient otherwise), so all of them agree.
+// Policy kError: step() throws InvalidArgument on every rank naming the parameter, the element
+// and the rank; kSkipStep: every rank skips the step (StepStats::skipped) and leaves parameters,
+// optimizer state and error memories as they were (the memories of buckets already exchanged in
+// the step are restored). A non-finite aggregate (an overflow in the sum) is treated the same way.
+//
+// Randomness: bucket b of step t on rank r encodes with RngKey{seed, t, r, tensor = b}; t counts
+// every step() (skipped ones too) and is part of the checkpointed state.
+// Failures: an exception on the exchange thread aborts the Communicator (peers throw CommError
+// instead of waiting) and is rethrown by step(); the DistributedOptimizer is then unusable (later
+// calls throw InvalidArgument quoting that failure). Destroying it in the middle of a step also
+// aborts the Communicator, since peers may be waiting for this rank.
+// The Optimizer is owned and init()ed here: load its state through import_state() below.
+// Thread-safety: gradient_ready() may be called from any thread; begin_step(), step(),
+// export_state() and import_state() from one thread at a time.
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include "comm/communicator.h"
+#include "comm/strategies/compressed_allreduce.h"
+#include "core/codec.h"
+#include "core/error_feedback.h"
+#include "optim/optimizer.h"
+#include "optim/param.h"
+
+namespace qgrad {
+
+enum class NanPolicy { kError, kSkipStep };
+// "error", "skip-step"; throws InvalidArgument listing both.
+NanPolicy parse_nan_policy(std::string_view name);
+std::string_view nan_policy_name(NanPolicy policy);
+
+struct DistributedOptimizerOptions {
+  std::string codec = "none";             // codec spec, parsed once (core/codec_registry.h)
+  Strategy strategy = Strategy::kAuto;    // for compressed buckets; resolved at construction
+  bool error_feedback = false;            // not with majority-vote codecs (see the .cc)
+  size_t bucket_bytes = size_t{4} << 20;  // > 0
+  uint64_t warmup_steps = 0;              // first K steps: fp32 plain allreduce
+  size_t min_compress_bytes = 0;          // smaller buckets: fp32 plain allreduce
+  uint64_t seed = 0;
+  bool adversarial = false;  // this rank sends -c (robustness experiments)
+  NanPolicy nan_policy = NanPolicy::kError;
+};
+
+struct BucketLayout {
+  std::vector<size_t> params;   // parameter indices, in the order they lie in the bucket
+  std::vector<size_t> offsets;  // element offset of each of them in the bucket
+  size_t size = 0;              // elements
+  bool compressible = false;    // 4 * size >= min_compress_bytes: compressed after warm-up
+};
+
+struct BucketStats {
+  Strategy strategy = Strategy::kPlain;  // what ran; kPlain (codec none) when uncompressed
+  bool compressed = false;
+  bool exchanged = false;    // false when a NaN stopped the step before this bucket
+  bool before_step = false;  // its exchange had finished when step() was called
+  uint64_t bytes_sent = 0;   // flag + data, as counted by the Communicator
+  uint64_t bytes_received = 0;
+  uint64_t raw_bytes = 0;        // 4 * elements: one fp32 copy of the bucket
+  uint64_t fp32_bytes_sent = 0;  // what the plain fp32 ring allreduce would send from this rank
+};
+
+struct StepStats {
+  uint64_t step = 0;  // the step's index (RngKey.step)
+  float lr = 0;
+  bool skipped = false;     // nan policy skip-step: nothing was updated
+  std::string skip_reason;  // names the parameter, element and rank
+  uint64_t bytes_sent = 0;
+  uint64_t bytes_received = 0;
+  uint64_t raw_bytes = 0;
+  uint64_t fp32_bytes_sent = 0;  // the plain fp32 ring's volume for the same buckets (baseline)
+  double prepare_s = 0;          // contribution c and the finiteness check, on the exchange thread
+  double encode_s = 0;           // from compressed_allreduce (worker and owner encodes)
+  double exchange_s = 0;         // inside collectives, the NaN flag included
+  double decode_s = 0;           // decoding, summing, voting, dividing by W
+  double update_s = 0;           // Optimizer::apply over every parameter
+  double wait_s = 0;             // how long step() waited for the exchange thread
+  size_t compressed_buckets = 0;
+  size_t overlapped_buckets = 0;  // buckets exchanged before step() was called
+  std::vector<BucketStats> buckets;
+};
+
+class DistributedOptimizer {
+ public:
+  // Throws InvalidArgument on bad options (bucket_bytes 0, a bad codec spec, a codec/strategy
+  // pair that cannot work, error feedback with a majority-vote codec), duplicate parameter
+  // names, or value/grad spans of different sizes. `comm` must outlive this object.
+  DistributedOptimizer(Communicator& comm, std::unique_ptr<Optimizer> optimizer,
+                       std::vector<ParamView> params, DistributedOptimizerOptions options);
+  ~DistributedOptimizer();
+  DistributedOptimizer(const DistributedOptimizer&) = delete;
+  DistributedOptimizer& operator=(const DistributedOptimizer&) = delete;
+
+  // Announces this step's learning rate (finite, >= 0), so that ready buckets can be exchanged
+  // while the backward pass goes on. Optional: step(lr) does it otherwise (without overlap).
+  void begin_step(float lr);
+  // The gradient of parameter i is final for this step. Once per parameter and step.
+  void gradient_ready(size_t param_index);
+  // Waits for every bucket (marking all parameters ready), averages, applies the optimizer.
+  // lr must equal begin_step's, if it was called. Rethrows an exchange failure; NaN handling as
+  // at the top of this file.
+  StepStats step(float lr);
+
+  // Buckets of the current step whose exchange has finished (0 between steps).
+  size_t buckets_exchanged() const;
+  const std::vector<BucketLayout>& buckets() const { return buckets_; }
+  // Completed step() calls, skipped ones included.
+  uint64_t steps() const;
+  Strategy strategy() const { return strategy_; }
+  const Codec& codec() const { return *codec_; }
+  const Optimizer& optimizer() const { return *optimizer_; }
+
+  // Checkpoints, between steps only. Keys: "optimizer/..." (Optimizer::export_state),
+  // "exchange/ef_worker/<b>" and "exchange/ef_owner/<b>" (error memories of bucket b), scalars
+  // "exchange/step", "exchange/world", "exchange/rank". Import looks only at keys under
+  // "optimizer/" and "exchange/" (others, e.g. the model's, are ignored) and checks all of them
+  // (names, sizes, world, rank) before it changes anything; a resumed run continues bit for bit.
+  StateDict export_state() const;
+  void import_state(const StateDict& state);
+
+ private:
+  struct BadGradient {
+    int rank = 0;
+    size_t param = 0;
+    uint64_t element = 0;
+    bool in_contribution = false;  // the gradient was finite, s(lr) * T(g) was not
+  };
+  struct BucketWork {
+    BucketStats stats;
+    double prepare_s = 0, encode_s = 0, exchange_s = 0, decode_s = 0;
+    bool backed_up = false;  // error memories saved before this step's exchange
+  };
+
+  void exchange_loop();
+  // Runs on the exchange thread. Returns false when some rank reported a non-finite gradient
+  // (filled into bad_), in which case nothing was exchanged.
+  bool exchange_bucket(size_t b, uint64_t step, float lr);
+  void start_step_locked(float lr, bool lr_known);
+  void finish_step_locked(bool count_step);
+  void restore_memories();
+  std::string describe(const BadGradient& bad) const;
+  std::string bucket_name(size_t b) const;
+
+  Communicator& comm_;
+  std::unique_ptr<Optimizer> optimizer_;
+  std::vector<ParamView> params_;
+  const DistributedOptimizerOptions options_;
+  std::unique_ptr<Codec> codec_;
+  std::unique_ptr<Codec> plain_codec_;  // `none`, for warm-up and small buckets
+  Strategy strategy_ = Strategy::kAuto;
+  bool majority_ = false;
+
+  std::vector<BucketLayout> buckets_;
+  std::vector<size_t> bucket_of_;         // parameter -> bucket
+  std::vector<std::vector<float>> data_;  // per bucket: contribution, then aggregate
+  std::vector<std::unique_ptr<ErrorFeedback>> worker_ef_, owner_ef_;  // null where unused
+  std::vector<std::vector<float>> worker_backup_, owner_backup_;
+  std::vector<BucketWork> work_;
+  std::vector<BadGradient> bad_;  // of the current step, from every rank
+  std::vector<std::byte> flag_;
+  ByteBlocks flags_;
+
+  mutable std::mutex mutex_;
+  std::condition_variable wake_;
+  uint64_t step_ = 0;
+  bool active_ = false;  // a step has started (begin_step / gradient_ready / step)
+  bool lr_known_ = false;
+  float lr_ = 0;
+  std::vector<size_t> ready_;  // per bucket: parameters marked ready
+  std::vector<char> param_ready_;
+  size_t next_ = 0;      // next bucket the exchange thread handles
+  bool halted_ = false;  // a NaN or an error stopped this step's exchanges
+  bool shutdown_ = false;
+  std::exception_ptr error_;  // from the exchange thread; the object is broken after it
+  std::string broken_;
+  std::thread thread_;
+};
+
+}  // namespace qgrad
