@@ -8,6 +8,7 @@
 #include "core/codec_registry.h"
 #include "core/error.h"
 #include "core/simd/kernels.h"
+#include "core/timer.h"
 #include "core/wire.h"
 
 namespace qgrad {
@@ -15,32 +16,12 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-class Stopwatch {
- public:
-  explicit Stopwatch(double& total) : total_(total), start_(Clock::now()) {}
-  ~Stopwatch() { total_ += std::chrono::duration<double>(Clock::now() - start_).count(); }
-
- private:
-  double& total_;
-  Clock::time_point start_;
-};
-
 // The NaN flag a rank sends before a bucket's data: nothing when the bucket is finite, else
 // u32 parameter index, u32 kind (0 gradient, 1 contribution), u64 element index.
 constexpr size_t kFlagBytes = 16;
 
 constexpr std::string_view kOptimizerPrefix = "optimizer/";
 constexpr std::string_view kExchangePrefix = "exchange/";
-
-std::string what_of(const std::exception_ptr& e) {
-  try {
-    std::rethrow_exception(e);
-  } catch (const std::exception& x) {
-    return x.what();
-  } catch (...) {
-    return "an exception that is not a std::exception";
-  }
-}
 
 bool starts_with(const std::string& s, std::string_view prefix) {
   return s.compare(0, prefix.size(), prefix) == 0;
@@ -188,7 +169,7 @@ void DistributedOptimizer::exchange_loop() {
     } catch (...) {
       error = std::current_exception();
       comm_.abort(detail::concat("rank ", comm_.rank(), " failed to exchange bucket ", b,
-                                 " of step ", step, ": ", what_of(error)));
+                                 " of step ", step, ": ", describe_exception(error)));
     }
     lock.lock();
     if (error) error_ = error;
@@ -410,7 +391,7 @@ StepStats DistributedOptimizer::step(float lr) {
   stats.wait_s = std::chrono::duration<double>(Clock::now() - entered).count();
 
   if (error_) {
-    broken_ = "distributed optimizer: unusable after a failed exchange: " + what_of(error_);
+    broken_ = "distributed optimizer: unusable after a failed exchange: " + describe_exception(error_);
     std::rethrow_exception(error_);
   }
   for (size_t b = 0; b < buckets_.size(); ++b) {

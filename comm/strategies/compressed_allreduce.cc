@@ -6,23 +6,12 @@
 #include <vector>
 
 #include "core/error.h"
+#include "core/timer.h"
 
 namespace qgrad {
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
 constexpr std::string_view kStrategyNames = "auto, none, allgather, scatter-reduce, majority";
-
-class Stopwatch {
- public:
-  explicit Stopwatch(double& total) : total_(total), start_(Clock::now()) {}
-  ~Stopwatch() { total_ += std::chrono::duration<double>(Clock::now() - start_).count(); }
-
- private:
-  double& total_;
-  Clock::time_point start_;
-};
 
 // Buffers reused across calls on the same thread: an exchange of a multi-MiB bucket should not
 // allocate and zero-fill as much again every step.
