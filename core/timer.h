@@ -6,6 +6,18 @@
 
 namespace qgrad {
 
+// Seconds since construction (or the last restart).
+class WallClock {
+ public:
+  WallClock() : start_(Clock::now()) {}
+  double seconds() const { return std::chrono::duration<double>(Clock::now() - start_).count(); }
+  void restart() { start_ = Clock::now(); }
+
+ private:
+  using Clock = std::chrono::steady_clock;
+  Clock::time_point start_;
+};
+
 // Adds the seconds between its construction and its destruction to `total`.
 class Stopwatch {
  public:

@@ -2,9 +2,12 @@
 
 #include <cerrno>
 #include <cstring>
+#include <fstream>
 #include <nlohmann/json.hpp>
+#include <span>
 
 #include "core/error.h"
+#include "train/checkpoint.h"
 
 namespace qgrad {
 
@@ -29,6 +32,7 @@ void MetricsWriter::write(const StepRecord& r) {
                       {"rank", r.rank},
                       {"world", r.world},
                       {"codec", r.codec},
+                      {"lr", r.lr},
                       {"loss", r.loss},
                       {"bytes_sent", r.bytes_sent},
                       {"bytes_received", r.bytes_received},
@@ -38,31 +42,67 @@ void MetricsWriter::write(const StepRecord& r) {
                       {"exchange_s", r.exchange_s},
                       {"decode_s", r.decode_s},
                       {"update_s", r.update_s},
+                      {"wait_s", r.wait_s},
                       {"seconds", r.seconds},
-                      {"samples_per_second", r.samples_per_second}};
+                      {"samples_per_second", r.samples_per_second},
+                      {"skipped_steps", r.skipped_steps}};
   if (r.accuracy) j["accuracy"] = *r.accuracy;
   if (r.test_loss) j["test_loss"] = *r.test_loss;
   line(j.dump());
 }
 
 void MetricsWriter::write(const SummaryRecord& r) {
-  const nlohmann::json j = {{"summary", true},
-                            {"model", r.model},
-                            {"data", r.data},
-                            {"codec", r.codec},
-                            {"strategy", r.strategy},
-                            {"world", r.world},
-                            {"steps", r.steps},
-                            {"epochs", r.epochs},
-                            {"test_accuracy", r.test_accuracy},
-                            {"final_loss", r.final_loss},
-                            {"bytes_sent", r.bytes_sent},
-                            {"bytes_received", r.bytes_received},
-                            {"raw_bytes", r.raw_bytes},
-                            {"compression_ratio",
-                             r.bytes_sent ? static_cast<double>(r.raw_bytes) / r.bytes_sent : 0.0},
-                            {"seconds", r.seconds}};
+  const nlohmann::json j = {
+      {"summary", true},
+      {"model", r.model},
+      {"data", r.data},
+      {"codec", r.codec},
+      {"strategy", r.strategy},
+      {"optimizer", r.optimizer},
+      {"error_feedback", r.error_feedback},
+      {"adversarial", r.adversarial},
+      {"seed", r.seed},
+      {"world", r.world},
+      {"steps", r.steps},
+      {"epochs", r.epochs},
+      {"skipped_steps", r.skipped_steps},
+      {"eval_on", r.eval_on},
+      {"test_accuracy", r.test_accuracy},
+      {"test_loss", r.test_loss},
+      {"final_loss", r.final_loss},
+      {"bytes_sent", r.bytes_sent},
+      {"bytes_received", r.bytes_received},
+      {"raw_bytes", r.raw_bytes},
+      {"compression_ratio",
+       r.bytes_sent ? static_cast<double>(r.raw_bytes) / static_cast<double>(r.bytes_sent) : 0.0},
+      {"seconds", r.seconds},
+      {"step_seconds", r.step_seconds},
+      {"compute_s", r.compute_s},
+      {"encode_s", r.encode_s},
+      {"exchange_s", r.exchange_s},
+      {"decode_s", r.decode_s},
+      {"update_s", r.update_s},
+      {"wait_s", r.wait_s}};
   line(j.dump());
+}
+
+void truncate_metrics_after(const std::string& path, uint64_t step) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return;
+  std::string kept, line;
+  while (std::getline(in, line)) {
+    if (in.eof()) break;  // no newline: a line cut short by a crash
+    const nlohmann::json j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (j.is_discarded() || !j.is_object() || j.contains("summary")) continue;
+    if (j.contains("step") && j["step"].is_number_unsigned() &&
+        j["step"].get<uint64_t>() > step) {
+      continue;
+    }
+    kept += line;
+    kept += '\n';
+  }
+  if (in.bad()) throw Error(detail::concat("cannot read metrics file ", path));
+  write_file_atomically(path, std::as_bytes(std::span<const char>(kept.data(), kept.size())));
 }
 
 }  // namespace qgrad

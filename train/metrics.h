@@ -12,29 +12,40 @@
 namespace qgrad {
 
 struct StepRecord {
-  uint64_t step = 0;
-  uint64_t epoch = 0;
+  uint64_t step = 0;   // steps done so far (this record covers the steps since the last one)
+  uint64_t epoch = 0;  // 0-based epoch of the last of those steps
   int rank = 0;
   int world = 1;
   std::string codec;
-  double loss = 0;
+  double lr = 0;
+  double loss = 0;                      // training loss: mean over the interval and the ranks
   std::optional<double> accuracy;       // test accuracy, when evaluated at this step
   std::optional<double> test_loss;
-  uint64_t bytes_sent = 0, bytes_received = 0;  // cumulative, this rank
-  uint64_t raw_bytes = 0;                       // cumulative: what fp32 would have sent
-  double compute_s = 0, encode_s = 0, exchange_s = 0, decode_s = 0, update_s = 0;  // this step
-  double seconds = 0;                   // wall time since the start of training
-  double samples_per_second = 0;
+  uint64_t bytes_sent = 0, bytes_received = 0;  // cumulative, this rank, gradient exchange only
+  uint64_t raw_bytes = 0;  // cumulative: what the fp32 ring allreduce would have sent instead
+  // Seconds per step, means over the interval: compute = forward + backward; encode, exchange,
+  // decode run on the exchange thread (overlapping compute); update = the optimizer; wait = how
+  // long the step waited for the exchange after backward ended.
+  double compute_s = 0, encode_s = 0, exchange_s = 0, decode_s = 0, update_s = 0, wait_s = 0;
+  double seconds = 0;  // wall time since the start of training (resumed runs continue it)
+  double samples_per_second = 0;  // all ranks, over the interval
+  uint64_t skipped_steps = 0;     // cumulative (--nan skip-step)
 };
-
 struct SummaryRecord {
-  std::string model, data, codec, strategy;
+  std::string model, data, codec, strategy, optimizer;
   int world = 1;
-  uint64_t steps = 0, epochs = 0;
-  double test_accuracy = 0;  // on the test split, or the training set where there is none
-  double final_loss = 0;
-  uint64_t bytes_sent = 0, bytes_received = 0, raw_bytes = 0;
+  bool error_feedback = false;
+  int adversarial = 0;
+  uint64_t seed = 0;
+  uint64_t steps = 0, epochs = 0, skipped_steps = 0;
+  std::string eval_on = "test";  // "test", or "train" where the data has no test split
+  double test_accuracy = 0;      // on the test split, or the training set where there is none
+  double test_loss = 0;
+  double final_loss = 0;         // training loss of the last interval
+  uint64_t bytes_sent = 0, bytes_received = 0, raw_bytes = 0;  // rank 0's, whole run
   double seconds = 0;
+  double step_seconds = 0;  // mean wall time per step
+  double compute_s = 0, encode_s = 0, exchange_s = 0, decode_s = 0, update_s = 0, wait_s = 0;
 };
 
 class MetricsWriter {
@@ -48,11 +59,18 @@ class MetricsWriter {
 
   void write(const StepRecord& r);
   void write(const SummaryRecord& r);
+  const std::string& path() const { return path_; }
 
  private:
   void line(const std::string& json);
   std::FILE* file_ = nullptr;
   std::string path_;
 };
+
+// Resuming a run from the checkpoint of step `step`: drops the records of later steps (written by
+// the run that stopped after that checkpoint) and any summary or truncated last line, rewriting
+// the file atomically, so that appending continues it as if never stopped. A missing file is
+// left missing. Throws Error naming the path on an I/O failure.
+void truncate_metrics_after(const std::string& path, uint64_t step);
 
 }  // namespace qgrad

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <iosfwd>
 #include <memory>
@@ -44,6 +45,12 @@ class Model {
 
   // Loss and accuracy over `rows` of `data` (all rows if empty), without touching gradients.
   virtual Evaluation evaluate(const Dataset& data, std::span<const size_t> rows = {}) = 0;
+
+  // Randomness the model draws per forward_backward call (ZipML's data quantization) is indexed
+  // by a data step; checkpoints save and restore it so that a resumed run draws the same
+  // samples. Models without such randomness keep 0.
+  virtual uint64_t data_step() const { return 0; }
+  virtual void set_data_step(uint64_t /*step*/) {}
 };
 
 }  // namespace qgrad

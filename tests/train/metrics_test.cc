@@ -62,5 +62,30 @@ TEST(MetricsWriter, UnwritablePathIsAClearError) {
   }
 }
 
+TEST(MetricsWriter, TruncatingForAResumeKeepsEarlierStepsOnly) {
+  const auto path = std::filesystem::temp_directory_path() /
+                    ("qgrad_metrics_trunc_" + std::to_string(::getpid()) + ".jsonl");
+  {
+    MetricsWriter w(path.string());
+    StepRecord r;
+    for (uint64_t step : {5, 10, 15, 20}) {
+      r.step = step;
+      w.write(r);
+    }
+    w.write(SummaryRecord{});
+  }
+  { std::ofstream(path, std::ios::app) << "{\"step\": 25, \"lo"; }  // cut short by a crash
+  truncate_metrics_after(path.string(), 10);
+  std::ifstream in(path);
+  std::vector<uint64_t> steps;
+  for (std::string l; std::getline(in, l);)
+    steps.push_back(nlohmann::json::parse(l)["step"].get<uint64_t>());
+  std::filesystem::remove(path);
+  EXPECT_EQ(steps, (std::vector<uint64_t>{5, 10}));
+  // A missing file stays missing.
+  truncate_metrics_after(path.string(), 10);
+  EXPECT_FALSE(std::filesystem::exists(path));
+}
+
 }  // namespace
 }  // namespace qgrad

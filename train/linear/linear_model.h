@@ -105,8 +105,8 @@ class LinearModel final : public Model {
   const LinearModelOptions& options() const { return options_; }
   size_t outputs() const { return outputs_; }  // K
   // forward_backward calls so far: the step of the next call's data-quantization stream.
-  uint64_t data_step() const { return data_step_; }
-  void set_data_step(uint64_t step) { data_step_ = step; }
+  uint64_t data_step() const override { return data_step_; }
+  void set_data_step(uint64_t step) override { data_step_ = step; }
   // The data quantizer (null when data_bits == 0).
   const DataQuantizer* quantizer() const { return quantizer_.get(); }
 

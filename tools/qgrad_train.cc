@@ -1,0 +1,264 @@
+// qgrad-train: data-parallel training with compressed gradients.
+//
+//   qgrad-train --model mlp --data fashion-mnist --ranks 4 --codec qsgd:bits=4 ...
+//                   ranks as threads of this process (no launcher needed; the default, 1 rank)
+//   mpirun -np 4 qgrad-train --model mlp --data fashion-mnist --codec sign ...
+//                   one rank per process over Open MPI (detected from mpirun's environment)
+//
+// Both give the same bits for the same flags. Exit status: 0 done, 1 training failed (with a
+// message naming why), 2 bad command line.
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <exception>
+#include <iostream>
+#include <mutex>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "comm/local/local_communicator.h"
+#include "core/codec_registry.h"
+#include "core/error.h"
+#include "train/data/data_spec.h"
+#include "train/trainer.h"
+#if QGRAD_TRAIN_HAVE_MPI
+#include "comm/mpi/mpi_communicator.h"
+#endif
+
+namespace {
+
+using qgrad::TrainOptions;
+
+bool launched_by_mpirun() {
+  for (const char* var : {"OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_SIZE"}) {
+    if (std::getenv(var) != nullptr) return true;
+  }
+  return false;
+}
+
+std::vector<size_t> parse_widths(const std::string& text, const char* flag) {
+  std::vector<size_t> out;
+  if (text.empty() || text == "none") return out;
+  std::stringstream ss(text);
+  for (std::string item; std::getline(ss, item, ',');) {
+    size_t pos = 0;
+    unsigned long long v = 0;
+    try {
+      v = std::stoull(item, &pos);
+    } catch (const std::exception&) {
+      pos = 0;
+    }
+    QGRAD_CHECK(pos == item.size() && !item.empty() && v > 0 && v <= (1u << 20), flag,
+                ": '", item, "' is not a width in 1..1048576 (expected e.g. 256,128)");
+    out.push_back(static_cast<size_t>(v));
+  }
+  return out;
+}
+
+// "4MiB", "512KiB", "1048576".
+size_t parse_bytes(const std::string& text, const char* flag) {
+  size_t pos = 0;
+  unsigned long long v = 0;
+  try {
+    v = std::stoull(text, &pos);
+  } catch (const std::exception&) {
+    pos = 0;
+  }
+  QGRAD_CHECK(pos > 0, flag, ": '", text, "' is not a byte count (e.g. 4MiB, 65536)");
+  const std::string unit = text.substr(pos);
+  unsigned long long scale = 1;
+  if (unit == "KiB" || unit == "K") {
+    scale = 1ull << 10;
+  } else if (unit == "MiB" || unit == "M") {
+    scale = 1ull << 20;
+  } else if (unit == "GiB" || unit == "G") {
+    scale = 1ull << 30;
+  } else {
+    QGRAD_CHECK(unit.empty() || unit == "B", flag, ": unknown unit '", unit,
+                "' (valid: B, KiB, MiB, GiB)");
+  }
+  return static_cast<size_t>(v * scale);
+}
+
+void print_error(const char* what, const std::exception& e) {
+  std::fprintf(stderr, "qgrad-train: %s%s\n", what, e.what());
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{
+      "qgrad-train: data-parallel training with compressed gradients.\n"
+      "Runs on its own with --ranks N (ranks as threads), or one rank per process under "
+      "mpirun."};
+  app.option_defaults()->always_capture_default();
+  TrainOptions o;
+  std::string strategy = "auto", optimizer = "sgd", schedule = "constant", nan = "error";
+  std::string hidden = "256", channels = "16,32", bucket = "4MiB", min_compress = "0";
+  int ranks = 0;
+  double timeout_s = 300;
+  bool quiet = false, nesterov = false;
+  std::optional<float> momentum, beta1, beta2, eps;
+  float weight_decay = 0;
+
+  app.add_option("--model", o.model, "linear | logistic | svm | mlp | cnn");
+  app.add_option("--data", o.data,
+                 "fashion-mnist[:dir=D] | libsvm:PATH[,test=PATH] | synthetic:kind=...");
+  app.add_option("--codec", o.exchange.codec, "gradient codec spec (qgrad-codec list)");
+  app.add_option("--strategy", strategy,
+                 "auto | allgather | scatter-reduce | majority | none");
+  app.add_flag("--ef", o.exchange.error_feedback, "error feedback (a memory per bucket)");
+  app.add_option("--optimizer", optimizer, "sgd | signum | adam");
+  app.add_option("--momentum", momentum, "sgd: momentum (default 0); signum: beta (default 0.9)");
+  app.add_flag("--nesterov", nesterov, "sgd: Nesterov momentum");
+  app.add_option("--weight-decay", weight_decay, "L2 (sgd) or decoupled (signum, adam)");
+  app.add_option("--beta1", beta1, "adam (0.9)");
+  app.add_option("--beta2", beta2, "adam (0.999)");
+  app.add_option("--eps", eps, "adam (1e-8)");
+  app.add_option("--lr", o.lr, "learning rate");
+  app.add_option("--lr-schedule", schedule, std::string(qgrad::describe_lr_schedules()));
+  app.add_option("--batch", o.batch, "examples per rank and step");
+  app.add_option("--epochs", o.epochs, "passes over the training set");
+  app.add_option("--max-steps", o.max_steps,
+                 "stop after this many steps in all (0: run every epoch; the lr schedule still "
+                 "spans --epochs)");
+  app.add_option("--seed", o.seed, "model init, batches and codec randomness");
+  app.add_option("--eval-every", o.eval_every, "steps between evaluations (0: every epoch)");
+  app.add_option("--log-every", o.log_every, "steps between metrics records");
+  app.add_option("--metrics", o.metrics_path,
+                 "JSON-lines metrics file written by rank 0 ({rank} in the name: every rank)");
+  app.add_option("--checkpoint-dir", o.checkpoint_dir, "where checkpoints go");
+  app.add_option("--checkpoint-every", o.checkpoint_every,
+                 "steps between checkpoints (0: every epoch)");
+  app.add_flag("--resume", o.resume, "continue from the latest checkpoint in --checkpoint-dir");
+  app.add_option("--ranks", ranks, "ranks as threads of this process (not under mpirun)");
+  app.add_option("--threads", o.model_options.threads,
+                 "LibTorch/OpenBLAS threads per process (0: LibTorch's default)");
+  app.add_option("--hidden", hidden, "mlp: hidden widths, comma-separated ('none': logistic)");
+  app.add_option("--channels", channels, "cnn: conv channels, comma-separated");
+  app.add_option("--bucket-bytes", bucket, "gradient bucket size (e.g. 4MiB)");
+  app.add_option("--warmup-steps", o.exchange.warmup_steps,
+                 "first steps exchanged uncompressed (fp32)");
+  app.add_option("--min-compress-bytes", min_compress,
+                 "buckets smaller than this go uncompressed (e.g. 64KiB)");
+  app.add_option("--adversarial", o.adversarial,
+                 "the last K ranks send negated gradients (robustness experiments)");
+  app.add_option("--data-bits", o.model_options.data_bits,
+                 "linear models: ZipML data quantization to b bits (0: off)");
+  app.add_flag("--double-sampling", o.model_options.double_sampling,
+               "linear models: ZipML double sampling (unbiased with --data-bits)");
+  app.add_option("--nan", nan, "error | skip-step: what a NaN/Inf gradient does");
+  app.add_option("--timeout", timeout_s, "seconds a rank waits for its peers before failing");
+  app.add_flag("--quiet", quiet, "no progress output");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+
+  // Everything that can be checked without data or peers: a bad flag is exit status 2.
+  try {
+    o.exchange.strategy = qgrad::parse_strategy(strategy);
+    o.exchange.codec = qgrad::parse_codec_spec(o.exchange.codec).str();
+    o.exchange.nan_policy = qgrad::parse_nan_policy(nan);
+    o.exchange.bucket_bytes = parse_bytes(bucket, "--bucket-bytes");
+    o.exchange.min_compress_bytes = parse_bytes(min_compress, "--min-compress-bytes");
+    o.schedule = qgrad::parse_lr_schedule(schedule);
+    o.optimizer.name = optimizer;
+    if (optimizer == "signum") o.optimizer.momentum = 0.9f;
+    if (momentum) o.optimizer.momentum = *momentum;
+    o.optimizer.nesterov = nesterov;
+    o.optimizer.weight_decay = weight_decay;
+    if (beta1) o.optimizer.beta1 = *beta1;
+    if (beta2) o.optimizer.beta2 = *beta2;
+    if (eps) o.optimizer.eps = *eps;
+    (void)qgrad::make_optimizer(o.optimizer);  // checks the combination
+    o.model_options.hidden = parse_widths(hidden, "--hidden");
+    o.model_options.channels = parse_widths(channels, "--channels");
+    (void)qgrad::parse_data_spec(o.data);
+    QGRAD_CHECK(o.model == "linear" || o.model == "logistic" || o.model == "svm" ||
+                    o.model == "mlp" || o.model == "cnn",
+                "--model: unknown model '", o.model, "' (valid: ", qgrad::model_names(), ")");
+    QGRAD_CHECK(timeout_s > 0 && timeout_s <= 86400, "--timeout must be in (0, 86400] seconds");
+    QGRAD_CHECK(ranks >= 0 && ranks <= 1024, "--ranks must be in 1..1024, got ", ranks);
+    QGRAD_CHECK(o.model_options.data_bits >= 0 && o.model_options.data_bits <= 8,
+                "--data-bits must be in 0..8, got ", o.model_options.data_bits);
+    QGRAD_CHECK(o.model_options.threads >= 0, "--threads must be >= 0");
+  } catch (const qgrad::Error& e) {
+    print_error("", e);
+    return 2;
+  }
+  if (!quiet) o.progress = &std::cout;
+  qgrad::CommOptions comm_options;
+  comm_options.timeout = std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000));
+
+  if (launched_by_mpirun()) {
+#if QGRAD_TRAIN_HAVE_MPI
+    qgrad::MpiRuntime mpi(&argc, &argv);
+    const int rank = mpi.world_rank();
+    if (ranks > 1 && mpi.world_size() > 1) {
+      if (rank == 0) {
+        std::fprintf(stderr,
+                     "qgrad-train: --ranks %d under mpirun with %d processes: use one or the "
+                     "other (mpirun -np N, or --ranks N without mpirun)\n",
+                     ranks, mpi.world_size());
+      }
+      return 2;
+    }
+    try {
+      qgrad::validate(o, mpi.world_size());
+    } catch (const qgrad::Error& e) {
+      if (rank == 0) print_error("", e);  // every rank checks the same flags
+      return 2;
+    }
+    try {
+      qgrad::MpiCommunicator comm(MPI_COMM_WORLD, comm_options);
+      qgrad::DataSplit data;
+      std::string error;
+      try {
+        data = qgrad::load_data(o.data);
+      } catch (const std::exception& e) {
+        error = e.what();
+      }
+      qgrad::agree_on_error(comm, error);
+      (void)qgrad::train(comm, data, o);
+      return 0;
+    } catch (const qgrad::InvalidArgument& e) {
+      // Agreed failures (bad data, a checkpoint of another run, NaN): every rank has the same
+      // message, rank 0 says it.
+      if (rank == 0) print_error("error: ", e);
+      return 1;
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "qgrad-train: rank %d: error: %s\n", rank, e.what());
+      return 1;
+    }
+#else
+    std::fprintf(stderr,
+                 "qgrad-train: started by mpirun, but this qgrad was built without MPI "
+                 "(-DQGRAD_WITH_MPI=OFF); use --ranks N instead\n");
+    return 2;
+#endif
+  }
+
+  const int world = ranks == 0 ? 1 : ranks;
+  try {
+    qgrad::validate(o, world);
+  } catch (const qgrad::Error& e) {
+    print_error("", e);
+    return 2;
+  }
+  try {
+    const qgrad::DataSplit data = qgrad::load_data(o.data);
+    qgrad::run_local(
+        world, [&](qgrad::Communicator& comm) { (void)qgrad::train(comm, data, o); },
+        comm_options);
+    return 0;
+  } catch (const std::exception& e) {
+    print_error("error: ", e);
+    return 1;
+  }
+}

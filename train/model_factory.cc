@@ -1,0 +1,59 @@
+#include "train/model_factory.h"
+
+#include "core/error.h"
+#include "train/linear/data_quantizer.h"
+#include "train/linear/linear_model.h"
+#if QGRAD_HAVE_TORCH
+#include "train/torch/torch_model.h"
+#endif
+
+namespace qgrad {
+
+bool have_torch_models() { return QGRAD_HAVE_TORCH != 0; }
+
+bool is_linear_model(std::string_view name) {
+  return name == "linear" || name == "logistic" || name == "svm";
+}
+
+std::string model_names() {
+  return have_torch_models() ? "linear, logistic, svm, mlp, cnn" : "linear, logistic, svm";
+}
+
+std::unique_ptr<Model> make_model(std::string_view name, const ModelOptions& options,
+                                  const Dataset& train) {
+  if (is_linear_model(name)) {
+    LinearModelOptions linear;
+    linear.loss = parse_linear_loss(name);
+    linear.init_scale = options.init_scale;
+    linear.init_seed = options.seed;
+    linear.data_bits = options.data_bits;
+    linear.double_sampling = options.double_sampling;
+    linear.data_seed = options.seed;
+    linear.rank = options.rank;
+    if (options.data_bits > 0) linear.grid = fit_feature_grid(train);
+    return make_linear_model(name, train, std::move(linear));
+  }
+  if (name == "mlp" || name == "cnn") {
+    QGRAD_CHECK(options.data_bits == 0 && !options.double_sampling, "--data-bits and ",
+                "--double-sampling (ZipML) apply to the linear models only (linear, logistic, "
+                "svm), not to ",
+                name);
+#if QGRAD_HAVE_TORCH
+    TorchModelOptions torch;
+    torch.hidden = options.hidden;
+    torch.channels = options.channels;
+    torch.seed = options.seed;
+    torch.threads = options.threads;
+    return make_torch_model(name, torch, train);
+#else
+    throw InvalidArgument(detail::concat(
+        "model '", name,
+        "' needs LibTorch, and this qgrad was built without it (install libtorch-dev with "
+        "scripts/install-deps.sh and rebuild with -DQGRAD_WITH_TORCH=ON)"));
+#endif
+  }
+  throw InvalidArgument(
+      detail::concat("unknown model '", name, "' (valid: ", model_names(), ")"));
+}
+
+}  // namespace qgrad
