@@ -20,6 +20,22 @@ class Sgd final : public Optimizer {
   std::string_view name() const override { return "sgd"; }
   float compression_scale(float lr) const override { return lr; }
 
+  // Worker momentum: T(g) = m' (or g + mu m' with Nesterov), m' = mu m + g, committed in apply.
+  void contribution(size_t i, std::span<const float> g, std::span<float> out) const override {
+    if (!options_.worker_momentum) {
+      Optimizer::contribution(i, g, out);
+      return;
+    }
+    check_param(i, out.size(), g.size(), out.size());
+    const float mu = options_.momentum;
+    const float* m = momentum_[i].data();
+    const bool nesterov = options_.nesterov;
+    for (size_t j = 0; j < out.size(); ++j) {
+      const float next = mu * m[j] + g[j];
+      out[j] = nesterov ? g[j] + mu * next : next;
+    }
+  }
+
   void apply(size_t i, std::span<float> x, std::span<const float> grad, std::span<const float> a,
              float lr) override {
     check_param(i, x.size(), grad.size(), a.size());
@@ -27,7 +43,13 @@ class Sgd final : public Optimizer {
     const float decay = lr * options_.weight_decay;  // in parameter units, like a
     const bool decays = options_.weight_decay != 0.0f;
     const size_t n = x.size();
-    if (mu == 0.0f) {
+    if (options_.worker_momentum) {
+      // The momentum went into the contribution; commit it from the same gradient, then take
+      // the aggregate as the step.
+      float* m = momentum_[i].data();
+      for (size_t j = 0; j < n; ++j) m[j] = mu * m[j] + grad[j];
+    }
+    if (mu == 0.0f || options_.worker_momentum) {
       for (size_t j = 0; j < n; ++j) {
         const float u = decays ? a[j] + decay * x[j] : a[j];
         x[j] = x[j] - u;
@@ -275,6 +297,11 @@ std::unique_ptr<Optimizer> make_optimizer(const OptimizerOptions& o) {
                 "optimizer 'adam': eps must be finite and "
                 "> 0, got ",
                 o.eps);
+  }
+  if (o.worker_momentum) {
+    QGRAD_CHECK(n == "sgd", "optimizer '", n,
+                "': worker momentum applies to sgd only (signum's momentum is always per worker)");
+    QGRAD_CHECK(o.momentum > 0.0f, "optimizer 'sgd': worker momentum needs momentum > 0");
   }
   if (o.nesterov) {
     QGRAD_CHECK(n == "sgd", "optimizer '", n, "': nesterov applies to sgd only");

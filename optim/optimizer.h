@@ -19,6 +19,8 @@
 //           lr changes, the momentum keeps the lr it was accumulated with (Sutskever et al.'s
 //           form), as the error memory does. The momentum sits after the exchange, so every rank
 //           holds the same buffer; no dampening.
+//           worker_momentum: m' = mu m + g on each worker, T(g) = m' (Nesterov: g + mu m'),
+//           committed in apply(); after the exchange x -= a + (lr * wd) * x.
 //   signum  T(g) = m' = beta * m + (1 - beta) * g, the worker's own momentum (Bernstein et al.
 //           2019, Algorithm 1: momentum before the sign); s = 1 (the sign is scale-free; an error
 //           memory, where one is used with a mean codec, is in momentum units). After the exchange:
@@ -71,6 +73,12 @@ struct OptimizerOptions {
   std::string name = "sgd";   // sgd | signum | adam
   float momentum = 0.0f;      // sgd: mu; signum: beta (0 = signSGD). In [0, 1).
   bool nesterov = false;      // sgd with momentum > 0 only
+  // sgd: keep the momentum on each worker, before compression (T(g) = mu m + g), instead of
+  // after the exchange. This is the EF-SGD reference optimizer's order (PAPERS.md 9: "momentum
+  // before error correction"); biased codecs with error feedback need it (measured: sign:scale=l1
+  // with EF and momentum after the exchange diverged to 30% on Fashion-MNIST, see the README).
+  // The momentum buffer is then per rank, like Signum's.
+  bool worker_momentum = false;
   float weight_decay = 0.0f;  // sgd: L2 (coupled); signum, adam: decoupled
   float beta1 = 0.9f;         // adam only
   float beta2 = 0.999f;       // adam only

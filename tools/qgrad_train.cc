@@ -94,7 +94,9 @@ int main(int argc, char** argv) {
       "qgrad-train: data-parallel training with compressed gradients.\n"
       "Runs on its own with --ranks N (ranks as threads), or one rank per process under "
       "mpirun."};
-  app.option_defaults()->always_capture_default();
+  // A later flag overrides an earlier one (scripts append overrides to a base command line).
+  app.option_defaults()->always_capture_default()->multi_option_policy(
+      CLI::MultiOptionPolicy::TakeLast);
   TrainOptions o;
   std::string strategy = "auto", optimizer = "sgd", schedule = "constant", nan = "error";
   std::string hidden = "256", channels = "16,32", bucket = "4MiB", min_compress = "0";
@@ -114,6 +116,8 @@ int main(int argc, char** argv) {
   app.add_option("--optimizer", optimizer, "sgd | signum | adam");
   app.add_option("--momentum", momentum, "sgd: momentum (default 0); signum: beta (default 0.9)");
   app.add_flag("--nesterov", nesterov, "sgd: Nesterov momentum");
+  app.add_flag("--worker-momentum", o.optimizer.worker_momentum,
+               "sgd: momentum on each worker before compression (use with biased codecs + --ef)");
   app.add_option("--weight-decay", weight_decay, "L2 (sgd) or decoupled (signum, adam)");
   app.add_option("--beta1", beta1, "adam (0.9)");
   app.add_option("--beta2", beta2, "adam (0.999)");
@@ -157,7 +161,8 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    const int code = app.exit(e);  // prints help, or the error and a hint
+    return code == 0 ? 0 : 2;
   }
 
   // Everything that can be checked without data or peers: a bad flag is exit status 2.
@@ -188,6 +193,13 @@ int main(int argc, char** argv) {
     QGRAD_CHECK(o.model_options.data_bits >= 0 && o.model_options.data_bits <= 8,
                 "--data-bits must be in 0..8, got ", o.model_options.data_bits);
     QGRAD_CHECK(o.model_options.threads >= 0, "--threads must be >= 0");
+    QGRAD_CHECK((o.model_options.data_bits == 0 && !o.model_options.double_sampling) ||
+                    qgrad::is_linear_model(o.model),
+                "--data-bits and --double-sampling (ZipML) apply to the linear models only "
+                "(linear, logistic, svm), not to ",
+                o.model);
+    QGRAD_CHECK(!o.model_options.double_sampling || o.model_options.data_bits > 0,
+                "--double-sampling needs --data-bits B (1..8)");
   } catch (const qgrad::Error& e) {
     print_error("", e);
     return 2;

@@ -120,6 +120,42 @@ TEST(Sgd, MatchesPyTorchFormulationAtConstantLr) {
   }
 }
 
+// Worker momentum (momentum before compression, the EF-SGD reference order): with a constant lr
+// and no decay it takes PyTorch's steps too, but its buffer is in gradient units, its
+// contribution carries the momentum, and the step is the aggregate itself.
+TEST(Sgd, WorkerMomentumMatchesPyTorchAndCarriesTheMomentumInItsContribution) {
+  for (bool nesterov : {false, true}) {
+    const size_t n = 129;
+    Params p({std::vector<float>(n)});
+    fill_synthetic(p.value[0], SyntheticDistribution::kNormal, 4);
+    std::vector<double> x(p.value[0].begin(), p.value[0].end()), buf(n, 0.0);
+    const double lr = 0.05, mu = 0.9;
+    auto opt = make(
+        {.name = "sgd", .momentum = 0.9f, .nesterov = nesterov, .worker_momentum = true}, p);
+    for (uint64_t t = 0; t < 30; ++t) {
+      fill_synthetic(p.grad[0], SyntheticDistribution::kNormal, 200 + t);
+      for (size_t j = 0; j < n; ++j) {
+        const double d = p.grad[0][j];
+        buf[j] = t == 0 ? d : mu * buf[j] + d;
+        x[j] -= lr * (nesterov ? d + mu * buf[j] : buf[j]);
+      }
+      std::vector<float> c(n);
+      opt->contribution(0, p.grad[0], c);
+      for (size_t j = 0; j < n; ++j) {
+        const double want = nesterov ? p.grad[0][j] + mu * buf[j] : buf[j];
+        ASSERT_NEAR(c[j], want, 1e-4 * (1 + std::fabs(want))) << j;
+      }
+      local_step(*opt, p.views(), static_cast<float>(lr));
+    }
+    for (size_t j = 0; j < n; ++j) {
+      EXPECT_NEAR(p.value[0][j], x[j], 1e-4 * (1 + std::fabs(x[j]))) << j;
+    }
+  }
+  EXPECT_THROW(make_optimizer({.name = "sgd", .worker_momentum = true}), InvalidArgument);
+  EXPECT_THROW(make_optimizer({.name = "adam", .momentum = 0.9f, .worker_momentum = true}),
+               InvalidArgument);
+}
+
 // The momentum buffer is in parameter units: after an lr change, the old velocity keeps the lr
 // it was accumulated with (documented in optimizer.h).
 TEST(Sgd, MomentumKeepsTheLrItWasAccumulatedWith) {

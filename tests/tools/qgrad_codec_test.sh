@@ -3,6 +3,7 @@
 # codes and messages of bad input. Usage: qgrad_codec_test.sh path/to/qgrad-codec
 # Exits 0 on success, 1 on the first failed check.
 set -euo pipefail
+source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/testlib.sh"
 
 BIN=$(realpath "${1:?usage: qgrad_codec_test.sh path/to/qgrad-codec}")
 [[ -x $BIN ]] || { echo "FAIL: $BIN is not an executable" >&2; exit 1; }
@@ -11,29 +12,6 @@ WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 trap 'echo "FAIL: line $LINENO: $BASH_COMMAND exited $?" >&2' ERR
 cd "$WORK"
-
-fail() {
-  echo "FAIL: $*" >&2
-  exit 1
-}
-
-# expect_error CODE NEEDLE... -- CMD...: CMD must exit with CODE and print every NEEDLE on stderr.
-expect_error() {
-  local code=$1
-  shift
-  local needles=()
-  while [[ $1 != -- ]]; do
-    needles+=("$1")
-    shift
-  done
-  shift
-  local rc=0
-  "$@" >stdout.txt 2>stderr.txt || rc=$?
-  [[ $rc == "$code" ]] || fail "'$*' exited $rc, expected $code; stderr: $(cat stderr.txt)"
-  for needle in "${needles[@]}"; do
-    grep -qF -- "$needle" stderr.txt || fail "'$*': stderr lacks '$needle': $(cat stderr.txt)"
-  done
-}
 
 # No output and no temporary file may be left behind by a failed command.
 expect_absent() {
