@@ -39,18 +39,24 @@ bool launched_by_mpirun() {
   return false;
 }
 
+// The leading unsigned number of `text`, and where it ended (0 when there is none).
+unsigned long long leading_number(const std::string& text, size_t& end) {
+  end = 0;
+  try {
+    return std::stoull(text, &end);
+  } catch (const std::exception&) {
+    end = 0;
+    return 0;
+  }
+}
+
 std::vector<size_t> parse_widths(const std::string& text, const char* flag) {
   std::vector<size_t> out;
   if (text.empty() || text == "none") return out;
   std::stringstream ss(text);
   for (std::string item; std::getline(ss, item, ',');) {
     size_t pos = 0;
-    unsigned long long v = 0;
-    try {
-      v = std::stoull(item, &pos);
-    } catch (const std::exception&) {
-      pos = 0;
-    }
+    const unsigned long long v = leading_number(item, pos);
     QGRAD_CHECK(pos == item.size() && !item.empty() && v > 0 && v <= (1u << 20), flag,
                 ": '", item, "' is not a width in 1..1048576 (expected e.g. 256,128)");
     out.push_back(static_cast<size_t>(v));
@@ -61,12 +67,7 @@ std::vector<size_t> parse_widths(const std::string& text, const char* flag) {
 // "4MiB", "512KiB", "1048576".
 size_t parse_bytes(const std::string& text, const char* flag) {
   size_t pos = 0;
-  unsigned long long v = 0;
-  try {
-    v = std::stoull(text, &pos);
-  } catch (const std::exception&) {
-    pos = 0;
-  }
+  const unsigned long long v = leading_number(text, pos);
   QGRAD_CHECK(pos > 0, flag, ": '", text, "' is not a byte count (e.g. 4MiB, 65536)");
   const std::string unit = text.substr(pos);
   unsigned long long scale = 1;

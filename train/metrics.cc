@@ -21,6 +21,20 @@ MetricsWriter::~MetricsWriter() {
   if (file_) std::fclose(file_);
 }
 
+namespace {
+
+nlohmann::json& with_times(nlohmann::json& j, const StepTimes& t) {
+  j["compute_s"] = t.compute_s;
+  j["encode_s"] = t.encode_s;
+  j["exchange_s"] = t.exchange_s;
+  j["decode_s"] = t.decode_s;
+  j["update_s"] = t.update_s;
+  j["wait_s"] = t.wait_s;
+  return j;
+}
+
+}  // namespace
+
 void MetricsWriter::line(const std::string& json) {
   if (std::fprintf(file_, "%s\n", json.c_str()) < 0 || std::fflush(file_) != 0)
     throw Error(detail::concat("cannot write metrics file ", path_, ": ", std::strerror(errno)));
@@ -37,22 +51,17 @@ void MetricsWriter::write(const StepRecord& r) {
                       {"bytes_sent", r.bytes_sent},
                       {"bytes_received", r.bytes_received},
                       {"raw_bytes", r.raw_bytes},
-                      {"compute_s", r.compute_s},
-                      {"encode_s", r.encode_s},
-                      {"exchange_s", r.exchange_s},
-                      {"decode_s", r.decode_s},
-                      {"update_s", r.update_s},
-                      {"wait_s", r.wait_s},
                       {"seconds", r.seconds},
                       {"samples_per_second", r.samples_per_second},
                       {"skipped_steps", r.skipped_steps}};
+  with_times(j, r.times);
   if (r.accuracy) j["accuracy"] = *r.accuracy;
   if (r.test_loss) j["test_loss"] = *r.test_loss;
   line(j.dump());
 }
 
 void MetricsWriter::write(const SummaryRecord& r) {
-  const nlohmann::json j = {
+  nlohmann::json j = {
       {"summary", true},
       {"model", r.model},
       {"data", r.data},
@@ -76,14 +85,8 @@ void MetricsWriter::write(const SummaryRecord& r) {
       {"compression_ratio",
        r.bytes_sent ? static_cast<double>(r.raw_bytes) / static_cast<double>(r.bytes_sent) : 0.0},
       {"seconds", r.seconds},
-      {"step_seconds", r.step_seconds},
-      {"compute_s", r.compute_s},
-      {"encode_s", r.encode_s},
-      {"exchange_s", r.exchange_s},
-      {"decode_s", r.decode_s},
-      {"update_s", r.update_s},
-      {"wait_s", r.wait_s}};
-  line(j.dump());
+      {"step_seconds", r.step_seconds}};
+  line(with_times(j, r.times).dump());
 }
 
 void truncate_metrics_after(const std::string& path, uint64_t step) {

@@ -11,6 +11,13 @@
 
 namespace qgrad {
 
+// Seconds per step, means over the steps a record covers: compute = forward + backward; encode,
+// exchange, decode run on the exchange thread (overlapping compute); update = the optimizer;
+// wait = how long the step waited for the exchange after backward ended.
+struct StepTimes {
+  double compute_s = 0, encode_s = 0, exchange_s = 0, decode_s = 0, update_s = 0, wait_s = 0;
+};
+
 struct StepRecord {
   uint64_t step = 0;   // steps done so far (this record covers the steps since the last one)
   uint64_t epoch = 0;  // 0-based epoch of the last of those steps
@@ -23,10 +30,7 @@ struct StepRecord {
   std::optional<double> test_loss;
   uint64_t bytes_sent = 0, bytes_received = 0;  // cumulative, this rank, gradient exchange only
   uint64_t raw_bytes = 0;  // cumulative: what the fp32 ring allreduce would have sent instead
-  // Seconds per step, means over the interval: compute = forward + backward; encode, exchange,
-  // decode run on the exchange thread (overlapping compute); update = the optimizer; wait = how
-  // long the step waited for the exchange after backward ended.
-  double compute_s = 0, encode_s = 0, exchange_s = 0, decode_s = 0, update_s = 0, wait_s = 0;
+  StepTimes times;  // over the interval
   double seconds = 0;  // wall time since the start of training (resumed runs continue it)
   double samples_per_second = 0;  // all ranks, over the interval
   uint64_t skipped_steps = 0;     // cumulative (--nan skip-step)
@@ -45,7 +49,7 @@ struct SummaryRecord {
   uint64_t bytes_sent = 0, bytes_received = 0, raw_bytes = 0;  // rank 0's, whole run
   double seconds = 0;
   double step_seconds = 0;  // mean wall time per step
-  double compute_s = 0, encode_s = 0, exchange_s = 0, decode_s = 0, update_s = 0, wait_s = 0;
+  StepTimes times;          // over the run
 };
 
 class MetricsWriter {

@@ -107,6 +107,15 @@ struct Progress {
   double elapsed = 0;  // seconds of training before this call
 };
 
+// " (7.9x less than fp32)": what the fp32 ring would have sent over what was sent.
+std::string ratio_note(const Progress& p) {
+  if (p.bytes_sent == 0 || p.bytes_sent == p.fp32_bytes_sent) return "";
+  return " (" +
+         fixed(static_cast<double>(p.fp32_bytes_sent) / static_cast<double>(p.bytes_sent), 1) +
+         "x less than fp32)";
+}
+
+
 constexpr const char* kModelPrefix = "model/";
 constexpr const char* kStatePrefix = "state/";
 constexpr const char* kScalarPrefix = "scalar/";
@@ -212,6 +221,11 @@ struct Interval {
     decode += s.decode_s;
     update += s.update_s;
     wait += s.wait_s;
+  }
+
+  StepTimes mean_times() const {
+    const double n = steps ? static_cast<double>(steps) : 1.0;
+    return {compute / n, encode / n, exchange / n, decode / n, update / n, wait / n};
   }
 };
 
@@ -410,7 +424,6 @@ TrainResult train(Communicator& comm, const DataSplit& data, const TrainOptions&
 
     const double seconds = now();
     const double interval_seconds = seconds - iv.start_seconds;
-    const double n = static_cast<double>(iv.steps);
     StepRecord rec;
     rec.step = done;
     rec.epoch = (done - 1) / steps_per_epoch;
@@ -426,12 +439,7 @@ TrainResult train(Communicator& comm, const DataSplit& data, const TrainOptions&
     rec.bytes_sent = prog.bytes_sent;
     rec.bytes_received = prog.bytes_received;
     rec.raw_bytes = prog.fp32_bytes_sent;
-    rec.compute_s = iv.compute / n;
-    rec.encode_s = iv.encode / n;
-    rec.exchange_s = iv.exchange / n;
-    rec.decode_s = iv.decode / n;
-    rec.update_s = iv.update / n;
-    rec.wait_s = iv.wait / n;
+    rec.times = iv.mean_times();
     rec.seconds = seconds;
     rec.samples_per_second = interval_seconds > 0 ? static_cast<double>(iv.rows) * world /
                                                         interval_seconds
@@ -447,13 +455,7 @@ TrainResult train(Communicator& comm, const DataSplit& data, const TrainOptions&
         *out << "  " << (data.test.rows ? "test" : "train") << " acc "
              << fixed(100 * last_eval->accuracy, 2) << "%";
       }
-      *out << "  sent " << megabytes(prog.bytes_sent);
-      if (prog.bytes_sent) {
-        *out << " (" << fixed(static_cast<double>(prog.fp32_bytes_sent) /
-                                  static_cast<double>(prog.bytes_sent),
-                              1)
-             << "x less than fp32)";
-      }
+      *out << "  sent " << megabytes(prog.bytes_sent) << ratio_note(prog);
       *out << "  " << fixed(rec.samples_per_second, 0) << " samples/s  [" << fixed(seconds, 1)
            << " s]";
       if (prog.skipped) *out << "  skipped " << prog.skipped;
@@ -512,30 +514,19 @@ TrainResult train(Communicator& comm, const DataSplit& data, const TrainOptions&
     sum.raw_bytes = prog.fp32_bytes_sent;
     sum.seconds = total;
     sum.step_seconds = result.step_seconds;
-    sum.compute_s = whole.compute / n;
-    sum.encode_s = whole.encode / n;
-    sum.exchange_s = whole.exchange / n;
-    sum.decode_s = whole.decode / n;
-    sum.update_s = whole.update / n;
-    sum.wait_s = whole.wait / n;
+    sum.times = whole.mean_times();
     metrics->write(sum);
   }
   if (out) {
     *out << "done: " << prog.step << " steps in " << fixed(total, 1) << " s, "
          << (result.eval_on_test ? "test" : "train") << " accuracy "
          << fixed(100 * last_eval->accuracy, 2) << "%, loss " << fixed(last_eval->loss, 4)
-         << ", sent " << megabytes(prog.bytes_sent) << " per rank";
-    if (prog.bytes_sent) {
-      *out << " (" << fixed(static_cast<double>(prog.fp32_bytes_sent) /
-                                static_cast<double>(prog.bytes_sent),
-                            1)
-           << "x less than fp32)";
-    }
+         << ", sent " << megabytes(prog.bytes_sent) << " per rank" << ratio_note(prog);
+    const StepTimes t = whole.mean_times();
     *out << "\n  per step: " << millis(result.step_seconds) << " wall; compute "
-         << millis(whole.compute / n) << ", encode " << millis(whole.encode / n) << ", exchange "
-         << millis(whole.exchange / n) << ", decode " << millis(whole.decode / n) << ", update "
-         << millis(whole.update / n) << ", waiting for the exchange " << millis(whole.wait / n)
-         << "\n";
+         << millis(t.compute_s) << ", encode " << millis(t.encode_s) << ", exchange "
+         << millis(t.exchange_s) << ", decode " << millis(t.decode_s) << ", update "
+         << millis(t.update_s) << ", waiting for the exchange " << millis(t.wait_s) << "\n";
     if (prog.skipped) {
       *out << "warning: " << prog.skipped
            << " steps were skipped for non-finite gradients (--nan skip-step)\n";
