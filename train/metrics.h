@@ -31,7 +31,8 @@ struct StepRecord {
   uint64_t bytes_sent = 0, bytes_received = 0;  // cumulative, this rank, gradient exchange only
   uint64_t raw_bytes = 0;  // cumulative: what the fp32 ring allreduce would have sent instead
   StepTimes times;  // over the interval
-  double seconds = 0;  // wall time since the start of training (resumed runs continue it)
+  double seconds = 0;  // wall time of training so far (resumed runs continue it); evaluations
+                       // and checkpoint writes are not counted
   double samples_per_second = 0;  // all ranks, over the interval
   uint64_t skipped_steps = 0;     // cumulative (--nan skip-step)
 };

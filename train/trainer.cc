@@ -354,13 +354,17 @@ TrainResult train(Communicator& comm, const DataSplit& data, const TrainOptions&
   // Training time (not setup) continues from the checkpoint's.
   const double setup_seconds = clock.seconds();
   const double time_base = prog.elapsed - setup_seconds;
-  const auto now = [&] { return time_base + clock.seconds(); };
+  // Evaluations and checkpoint writes are not training: their time is left out of `seconds`
+  // and of the time per step, so evaluating more often does not make a run look slower.
+  double paused = 0;
+  const auto now = [&] { return time_base + clock.seconds() - paused; };
   double last_print = -1e9;
   std::vector<std::vector<size_t>> batches;
   uint64_t batches_epoch = ~uint64_t{0};
   std::optional<Evaluation> last_eval;
   double last_loss = std::nan("");
   const uint64_t first_step = prog.step;
+  const double first_seconds = prog.elapsed;
 
   const auto evaluate = [&] {
     const Evaluation mine = model->evaluate(eval_set, eval_rows);
@@ -420,7 +424,11 @@ TrainResult train(Communicator& comm, const DataSplit& data, const TrainOptions&
           "non-finite gradients)"));
     }
     if (loss_sum[1] > 0) last_loss = interval_loss;
-    if (eval) last_eval = evaluate();
+    if (eval) {
+      const WallClock eval_clock;
+      last_eval = evaluate();
+      paused += eval_clock.seconds();
+    }
 
     const double seconds = now();
     const double interval_seconds = seconds - iv.start_seconds;
@@ -467,7 +475,9 @@ TrainResult train(Communicator& comm, const DataSplit& data, const TrainOptions&
     if (save) {
       Progress snapshot = prog;
       snapshot.elapsed = seconds;
+      const WallClock save_clock;
       ckdir->save(comm, done, make_checkpoint(id, snapshot, *model, *opt));
+      paused += save_clock.seconds();
     }
   }
 
@@ -485,7 +495,7 @@ TrainResult train(Communicator& comm, const DataSplit& data, const TrainOptions&
   result.raw_bytes = prog.raw_bytes;
   result.fp32_bytes_sent = prog.fp32_bytes_sent;
   result.seconds = total;
-  result.step_seconds = ran ? (clock.seconds() - setup_seconds) / static_cast<double>(ran) : 0;
+  result.step_seconds = ran ? (total - first_seconds) / static_cast<double>(ran) : 0;
   uint32_t crc = 0;
   for (const ParamView& v : model->params()) crc = crc32c(std::as_bytes(v.value), crc);
   result.params_crc = crc;

@@ -74,8 +74,9 @@ struct TrainResult {
   double final_loss = 0;        // training loss of the last interval, averaged over ranks
   std::vector<double> losses;   // this rank's training loss of each step run by this call
   uint64_t bytes_sent = 0, bytes_received = 0, raw_bytes = 0, fp32_bytes_sent = 0;
-  double seconds = 0;           // wall time of training (resumed runs include the earlier part)
-  double step_seconds = 0;      // mean wall time per step of this call
+  double seconds = 0;       // wall time of training (resumed runs include the earlier part),
+                            // without evaluations and checkpoint writes
+  double step_seconds = 0;  // mean wall time per step of this call (the same way)
   uint32_t params_crc = 0;      // CRC-32C of every parameter's bytes, in order
 };
 
