@@ -212,35 +212,42 @@ bool DistributedOptimizer::exchange_bucket(size_t b, uint64_t step, float lr) {
       }
     }
   }
-  {
-    // Every rank learns whether any rank has a non-finite value before any data moves, so all
-    // of them take the same path (the codecs would refuse to encode it on one rank only).
-    Stopwatch t(w.exchange_s);
-    comm_.allgatherv(flag_, flags_);
-  }
-  std::vector<BadGradient> bad;
-  for (int r = 0; r < world; ++r) {
-    const std::span<const std::byte> block = flags_.block(r);
-    if (block.empty()) continue;
-    QGRAD_PAYLOAD_CHECK(block.size() == kFlagBytes, "NaN flag from rank ", r, " has ", block.size(),
-                        " bytes, expected 0 or ", kFlagBytes);
-    BadGradient g{r, load_u32(block.data()), load_u64(block.data() + 8),
-                  load_u32(block.data() + 4) != 0};
-    QGRAD_PAYLOAD_CHECK(g.param < params_.size() && g.element < params_[g.param].grad.size(),
-                        "NaN flag from rank ", r, " names parameter ", g.param, " element ",
-                        g.element, ", which does not exist");
-    bad.push_back(g);
-  }
-  w.stats.bytes_sent = comm_.traffic().bytes_sent - before.bytes_sent;
-  w.stats.bytes_received = comm_.traffic().bytes_received - before.bytes_received;
-  if (!bad.empty()) {
-    bad_ = std::move(bad);  // read by step() once it sees halted_, under the mutex
-    return false;
-  }
-
   const bool compressed = layout.compressible && step >= options_.warmup_steps;
   ErrorFeedback* worker = worker_ef_[b].get();
   ErrorFeedback* owner = compressed ? owner_ef_[b].get() : nullptr;
+  // Every rank learns whether any rank has a non-finite value, so all of them take the same
+  // path. Returns false (and fills bad_) when some rank has one.
+  const auto flags_are_clean = [&] {
+    {
+      Stopwatch t(w.exchange_s);
+      comm_.allgatherv(flag_, flags_);
+    }
+    std::vector<BadGradient> bad;
+    for (int r = 0; r < world; ++r) {
+      const std::span<const std::byte> block = flags_.block(r);
+      if (block.empty()) continue;
+      QGRAD_PAYLOAD_CHECK(block.size() == kFlagBytes, "NaN flag from rank ", r, " has ",
+                          block.size(), " bytes, expected 0 or ", kFlagBytes);
+      BadGradient g{r, load_u32(block.data()), load_u64(block.data() + 8),
+                    load_u32(block.data() + 4) != 0};
+      QGRAD_PAYLOAD_CHECK(g.param < params_.size() && g.element < params_[g.param].grad.size(),
+                          "NaN flag from rank ", r, " names parameter ", g.param, " element ",
+                          g.element, ", which does not exist");
+      bad.push_back(g);
+    }
+    w.stats.bytes_sent = comm_.traffic().bytes_sent - before.bytes_sent;
+    w.stats.bytes_received = comm_.traffic().bytes_received - before.bytes_received;
+    if (bad.empty()) return true;
+    bad_ = std::move(bad);  // read by step() once it sees halted_, under the mutex
+    return false;
+  };
+  // A codec (and error feedback, which encodes) refuses non-finite input on one rank only, so
+  // the flags must go first. The plain fp32 sum without a memory takes anything, and its result
+  // is bitwise the same on every rank: there the flags are exchanged only when the sum is not
+  // finite (to name the rank), which saves two collectives per bucket and step.
+  const bool flags_first = compressed || worker != nullptr;
+  if (flags_first && !flags_are_clean()) return false;
+
   if (worker != nullptr) {
     worker_backup_[b].assign(worker->memory().begin(), worker->memory().end());
     if (owner != nullptr) owner_backup_[b].assign(owner->memory().begin(), owner->memory().end());
@@ -257,6 +264,10 @@ bool DistributedOptimizer::exchange_bucket(size_t b, uint64_t step, float lr) {
       compressed ? compressed_allreduce(comm_, *codec_, strategy_, data, key, worker, owner, 1.0f)
                  : compressed_allreduce(comm_, *plain_codec_, Strategy::kPlain, data, key, worker,
                                         nullptr, 1.0f);
+  if (!flags_first && simd::find_nonfinite(data.data(), data.size()) < data.size() &&
+      !flags_are_clean()) {
+    return false;  // else an overflow of the sum: step() reports it
+  }
   {
     Stopwatch t(w.decode_s);
     if (compressed && majority_) {

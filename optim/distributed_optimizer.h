@@ -28,8 +28,11 @@
 // after gradient_ready() for it and before step() returns, and may use the Communicator itself
 // only between steps (after step() returned, before the next begin_step/gradient_ready).
 //
-// NaN/Inf: before each bucket's data, the ranks allgather a flag (0 bytes when all is well; the
-// parameter, element and rank of the first non-finite gradient otherwise), so all of them agree.
+// NaN/Inf: before each compressed bucket's data (and any bucket with an error memory), the ranks
+// allgather a flag (0 bytes when all is well; the parameter, element and rank of the first
+// non-finite gradient otherwise), so all of them agree before a codec sees the data. A plain
+// fp32 bucket without a memory is summed first (the sum is bitwise the same on every rank) and
+// the flags are exchanged only when that sum is not finite: two collectives fewer per step.
 // Policy kError: step() throws InvalidArgument on every rank naming the parameter, the element
 // and the rank; kSkipStep: every rank skips the step (StepStats::skipped) and leaves parameters,
 // optimizer state and error memories as they were (the memories of buckets already exchanged in

@@ -780,15 +780,16 @@ void poison(Toy& toy, int rank) {
   if (rank == 2) toy.grad[1][3] = -std::numeric_limits<float>::infinity();
 }
 
-void nan_run(NanPolicy policy) {
+void nan_run(NanPolicy policy, const std::string& codec = "qsgd") {
   const int world = 3;
   run_ranks(world, [&](Communicator& comm) {
     const int me = comm.rank();
     Toy toy(kSizes);
     DistributedOptimizer d(comm, make_optimizer({.name = "sgd", .momentum = 0.9f}), toy.views(),
-                           {.codec = "qsgd",
-                            .strategy = Strategy::kScatterReduce,
-                            .error_feedback = true,
+                           {.codec = codec,
+                            .strategy = codec == "none" ? Strategy::kPlain
+                                                        : Strategy::kScatterReduce,
+                            .error_feedback = codec != "none",
                             .bucket_bytes = kBucketBytes,
                             .nan_policy = policy});
     RunSpec s;
@@ -840,6 +841,12 @@ void nan_run(NanPolicy policy) {
 TEST(NanPolicy, ErrorThrowsOnEveryRankNamingTheParameter) { nan_run(NanPolicy::kError); }
 
 TEST(NanPolicy, SkipStepSkipsOnEveryRank) { nan_run(NanPolicy::kSkipStep); }
+
+// The plain fp32 sum exchanges the flags only after a non-finite sum: the same verdicts.
+TEST(NanPolicy, PlainSumNamesTheRankToo) {
+  nan_run(NanPolicy::kError, "none");
+  nan_run(NanPolicy::kSkipStep, "none");
+}
 
 // Finite gradients whose sum over ranks overflows: every rank sees the same Inf aggregate.
 TEST(NanPolicy, OverflowingAggregateIsCaughtEverywhere) {
