@@ -142,10 +142,7 @@ DistributedOptimizer::~DistributedOptimizer() {
 void DistributedOptimizer::exchange_loop() {
   std::unique_lock lock(mutex_);
   for (;;) {
-    wake_.wait(lock, [&] {
-      return shutdown_ || (active_ && lr_known_ && !halted_ && next_ < buckets_.size() &&
-                           ready_[next_] == buckets_[next_].params.size());
-    });
+    wake_.wait(lock, [&] { return shutdown_ || next_ready_locked(); });
     if (shutdown_) {
       if (active_ && !halted_ && next_ < buckets_.size()) {
         // Destroyed in the middle of a step: peers may be waiting in this bucket's collectives.
@@ -156,27 +153,38 @@ void DistributedOptimizer::exchange_loop() {
       }
       return;
     }
-    const size_t b = next_;
-    const uint64_t step = step_;
-    const float lr = lr_;
-    lock.unlock();
-    bool clean = false;
-    std::exception_ptr error;
-    try {
-      clean = exchange_bucket(b, step, lr);
-    } catch (const CommError&) {
-      error = std::current_exception();  // the communicator is broken, and the peers know
-    } catch (...) {
-      error = std::current_exception();
-      comm_.abort(detail::concat("rank ", comm_.rank(), " failed to exchange bucket ", b,
-                                 " of step ", step, ": ", describe_exception(error)));
-    }
-    lock.lock();
-    if (error) error_ = error;
-    if (error || !clean) halted_ = true;
-    ++next_;
-    wake_.notify_all();
+    exchange_next(lock);
   }
+}
+
+bool DistributedOptimizer::next_ready_locked() const {
+  return active_ && lr_known_ && !halted_ && !busy_ && next_ < buckets_.size() &&
+         ready_[next_] == buckets_[next_].params.size();
+}
+
+void DistributedOptimizer::exchange_next(std::unique_lock<std::mutex>& lock) {
+  busy_ = true;  // one exchanger at a time, buckets in order: the collectives match
+  const size_t b = next_;
+  const uint64_t step = step_;
+  const float lr = lr_;
+  lock.unlock();
+  bool clean = false;
+  std::exception_ptr error;
+  try {
+    clean = exchange_bucket(b, step, lr);
+  } catch (const CommError&) {
+    error = std::current_exception();  // the communicator is broken, and the peers know
+  } catch (...) {
+    error = std::current_exception();
+    comm_.abort(detail::concat("rank ", comm_.rank(), " failed to exchange bucket ", b,
+                               " of step ", step, ": ", describe_exception(error)));
+  }
+  lock.lock();
+  if (error) error_ = error;
+  if (error || !clean) halted_ = true;
+  ++next_;
+  busy_ = false;
+  wake_.notify_all();
 }
 
 bool DistributedOptimizer::exchange_bucket(size_t b, uint64_t step, float lr) {
@@ -342,7 +350,9 @@ void DistributedOptimizer::gradient_ready(size_t i) {
               "' called twice in step ", step_);
   param_ready_[i] = 1;
   const size_t b = bucket_of_[i];
-  if (++ready_[b] == buckets_[b].params.size()) wake_.notify_all();
+  // The last bucket completes when backward ends: step() follows at once and exchanges it on
+  // its own thread, so waking the exchange thread for it would only add a hand-off.
+  if (++ready_[b] == buckets_[b].params.size() && b + 1 < buckets_.size()) wake_.notify_all();
 }
 
 size_t DistributedOptimizer::buckets_exchanged() const {
@@ -397,8 +407,16 @@ StepStats DistributedOptimizer::step(float lr) {
     param_ready_[i] = 1;
     ++ready_[bucket_of_[i]];
   }
-  wake_.notify_all();
-  wake_.wait(lock, [&] { return next_ == buckets_.size() || halted_; });
+  // The buckets left are ready now; the calling thread exchanges them itself rather than wake
+  // the exchange thread and sleep (no hand-off when nothing could overlap, e.g. one bucket),
+  // unless that thread is in the middle of one.
+  while (next_ < buckets_.size() && !halted_) {
+    if (next_ready_locked()) {
+      exchange_next(lock);
+    } else {
+      wake_.wait(lock);
+    }
+  }
   stats.wait_s = std::chrono::duration<double>(Clock::now() - entered).count();
 
   if (error_) {

@@ -19,8 +19,10 @@
 // `none`, plain fp32 ring allreduce, its mean) during the first warmup_steps steps and, always,
 // when it holds fewer than min_compress_bytes bytes.
 //
-// Overlap: one background thread owns the Communicator and exchanges bucket 0, 1, 2, ... in that
-// order on every rank (so collectives match, and MPI_THREAD_SERIALIZED suffices). A bucket goes
+// Overlap: a background thread exchanges bucket 0, 1, 2, ... in that order on every rank (so
+// collectives match, and MPI_THREAD_SERIALIZED suffices: one bucket at a time, under a mutex).
+// Buckets still waiting when step() is called are exchanged by the calling thread itself, which
+// saves a hand-off between threads where nothing is left to overlap. A bucket goes
 // as soon as gradient_ready() was called for all its parameters and the step's learning rate is
 // known (begin_step(lr) or step(lr)): s(lr) scales what is compressed (SGD sends lr * g, so that
 // the error memory is in parameter units). step(lr) marks every parameter ready, waits for the
@@ -175,6 +177,10 @@ class DistributedOptimizer {
   };
 
   void exchange_loop();
+  // Bucket next_ may be exchanged now (its parameters are ready, nobody is exchanging).
+  bool next_ready_locked() const;
+  // Exchanges bucket next_ with the mutex released, then advances next_ (holding `lock` again).
+  void exchange_next(std::unique_lock<std::mutex>& lock);
   // Runs on the exchange thread. Returns false when some rank reported a non-finite gradient
   // (filled into bad_), in which case nothing was exchanged.
   bool exchange_bucket(size_t b, uint64_t step, float lr);
@@ -211,7 +217,8 @@ class DistributedOptimizer {
   float lr_ = 0;
   std::vector<size_t> ready_;  // per bucket: parameters marked ready
   std::vector<char> param_ready_;
-  size_t next_ = 0;      // next bucket the exchange thread handles
+  size_t next_ = 0;      // next bucket to exchange
+  bool busy_ = false;    // a thread (the exchange thread or step()'s) is exchanging a bucket
   bool halted_ = false;  // a NaN or an error stopped this step's exchanges
   bool shutdown_ = false;
   std::exception_ptr error_;  // from the exchange thread; the object is broken after it
