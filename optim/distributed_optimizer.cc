@@ -142,7 +142,9 @@ DistributedOptimizer::~DistributedOptimizer() {
 void DistributedOptimizer::exchange_loop() {
   std::unique_lock lock(mutex_);
   for (;;) {
-    wake_.wait(lock, [&] { return shutdown_ || next_ready_locked(); });
+    // The last bucket is step()'s (see the header): the thread never takes it.
+    wake_.wait(lock,
+               [&] { return shutdown_ || (next_ + 1 < buckets_.size() && next_ready_locked()); });
     if (shutdown_) {
       if (active_ && !halted_ && next_ < buckets_.size()) {
         // Destroyed in the middle of a step: peers may be waiting in this bucket's collectives.
@@ -420,7 +422,8 @@ StepStats DistributedOptimizer::step(float lr) {
   stats.wait_s = std::chrono::duration<double>(Clock::now() - entered).count();
 
   if (error_) {
-    broken_ = "distributed optimizer: unusable after a failed exchange: " + describe_exception(error_);
+    broken_ =
+        "distributed optimizer: unusable after a failed exchange: " + describe_exception(error_);
     std::rethrow_exception(error_);
   }
   for (size_t b = 0; b < buckets_.size(); ++b) {

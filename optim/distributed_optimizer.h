@@ -21,12 +21,14 @@
 //
 // Overlap: a background thread exchanges bucket 0, 1, 2, ... in that order on every rank (so
 // collectives match, and MPI_THREAD_SERIALIZED suffices: one bucket at a time, under a mutex).
-// Buckets still waiting when step() is called are exchanged by the calling thread itself, which
-// saves a hand-off between threads where nothing is left to overlap. A bucket goes
-// as soon as gradient_ready() was called for all its parameters and the step's learning rate is
-// known (begin_step(lr) or step(lr)): s(lr) scales what is compressed (SGD sends lr * g, so that
-// the error memory is in parameter units). step(lr) marks every parameter ready, waits for the
-// exchanges, then applies the update on the calling thread. The caller must not write a gradient
+// A bucket goes as soon as gradient_ready() was called for all its parameters and the step's
+// learning rate is known (begin_step(lr) or step(lr)): s(lr) scales what is compressed (SGD
+// sends lr * g, so that the error memory is in parameter units). The last bucket is the
+// exception: it completes when backward ends, so nothing is left to overlap it with, and step()
+// exchanges it (with any bucket still waiting) on the calling thread; the hand-off to the
+// exchange thread and back cost two context switches per step (scripts/overhead.sh, README).
+// step(lr) marks every parameter ready, waits for the exchanges, then applies the update on the
+// calling thread. The caller must not write a gradient
 // after gradient_ready() for it and before step() returns, and may use the Communicator itself
 // only between steps (after step() returned, before the next begin_step/gradient_ready).
 //
