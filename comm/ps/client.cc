@@ -1,0 +1,186 @@
+#include "comm/ps/client.h"
+
+#include <grpcpp/grpcpp.h>
+
+#include <bit>
+#include <cstring>
+#include <utility>
+
+#include "comm/ps/ps.grpc.pb.h"
+
+namespace qgrad::ps {
+
+static_assert(std::endian::native == std::endian::little);
+
+namespace {
+constexpr uint32_t kProtocolVersion = 1;
+}  // namespace
+
+const char* status_code_name(grpc::StatusCode code) {
+  switch (code) {
+    case grpc::StatusCode::OK: return "OK";
+    case grpc::StatusCode::CANCELLED: return "CANCELLED";
+    case grpc::StatusCode::UNKNOWN: return "UNKNOWN";
+    case grpc::StatusCode::INVALID_ARGUMENT: return "INVALID_ARGUMENT";
+    case grpc::StatusCode::DEADLINE_EXCEEDED: return "DEADLINE_EXCEEDED";
+    case grpc::StatusCode::NOT_FOUND: return "NOT_FOUND";
+    case grpc::StatusCode::ALREADY_EXISTS: return "ALREADY_EXISTS";
+    case grpc::StatusCode::PERMISSION_DENIED: return "PERMISSION_DENIED";
+    case grpc::StatusCode::UNAUTHENTICATED: return "UNAUTHENTICATED";
+    case grpc::StatusCode::RESOURCE_EXHAUSTED: return "RESOURCE_EXHAUSTED";
+    case grpc::StatusCode::FAILED_PRECONDITION: return "FAILED_PRECONDITION";
+    case grpc::StatusCode::ABORTED: return "ABORTED";
+    case grpc::StatusCode::OUT_OF_RANGE: return "OUT_OF_RANGE";
+    case grpc::StatusCode::UNIMPLEMENTED: return "UNIMPLEMENTED";
+    case grpc::StatusCode::INTERNAL: return "INTERNAL";
+    case grpc::StatusCode::UNAVAILABLE: return "UNAVAILABLE";
+    case grpc::StatusCode::DATA_LOSS: return "DATA_LOSS";
+    default: return "UNKNOWN_STATUS_CODE";
+  }
+}
+
+struct PsClient::Stub {
+  std::shared_ptr<grpc::Channel> channel;
+  std::unique_ptr<v1::ParameterServer::Stub> stub;
+};
+
+PsClient::PsClient(std::string address, std::string token, uint32_t worker_id,
+                   ClientOptions options)
+    : address_(std::move(address)),
+      token_(std::move(token)),
+      worker_id_(worker_id),
+      options_(options),
+      stub_(std::make_unique<Stub>()) {
+  QGRAD_CHECK(!address_.empty(), "PsClient: empty server address");
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(static_cast<int>(std::min<size_t>(options_.max_receive_bytes,
+                                                                  (1u << 31) - 1)));
+  // Sending is bounded by the server, which refuses oversize requests itself.
+  args.SetMaxSendMessageSize(-1);
+  stub_->channel = grpc::CreateCustomChannel(address_, grpc::InsecureChannelCredentials(), args);
+  stub_->stub = v1::ParameterServer::NewStub(stub_->channel);
+}
+
+PsClient::~PsClient() = default;
+
+namespace {
+
+void prepare(grpc::ClientContext& ctx, const std::string& token,
+             std::chrono::milliseconds deadline) {
+  if (!token.empty()) ctx.AddMetadata("authorization", "Bearer " + token);
+  ctx.set_deadline(std::chrono::system_clock::now() + deadline);
+}
+
+void check(const grpc::Status& s, const std::string& address, const std::string& call) {
+  if (s.ok()) return;
+  throw RpcError(detail::concat("parameter server ", address, ": ", call, " failed: ",
+                                status_code_name(s.error_code()), ": ", s.error_message()),
+                 s.error_code());
+}
+
+}  // namespace
+
+uint64_t PsClient::register_worker(uint32_t world_size, const std::vector<ParamShape>& shape) {
+  v1::RegisterRequest req;
+  req.set_version(kProtocolVersion);
+  req.set_worker_id(worker_id_);
+  req.set_world_size(world_size);
+  for (const ParamShape& p : shape) {
+    v1::ParamShape* ps = req.add_shape();
+    ps->set_name(p.name);
+    ps->set_size(p.size);
+  }
+  v1::RegisterResponse resp;
+  grpc::ClientContext ctx;
+  prepare(ctx, token_, options_.deadline);
+  check(stub_->stub->Register(&ctx, req, &resp), address_,
+        detail::concat("Register (worker ", worker_id_, ")"));
+  shape_ = shape;
+  return resp.step();
+}
+
+PushResult PsClient::push(uint64_t step, uint64_t request_id,
+                          std::span<const std::vector<std::byte>> payloads) {
+  v1::PushRequest req;
+  req.set_version(kProtocolVersion);
+  req.set_worker_id(worker_id_);
+  req.set_step(step);
+  req.set_request_id(request_id);
+  for (size_t k = 0; k < payloads.size(); ++k) {
+    v1::KeyPayload* kp = req.add_payloads();
+    kp->set_key(static_cast<uint32_t>(k));
+    kp->set_payload(reinterpret_cast<const char*>(payloads[k].data()), payloads[k].size());
+  }
+  v1::PushResponse resp;
+  grpc::ClientContext ctx;
+  prepare(ctx, token_, options_.deadline);
+  check(stub_->stub->Push(&ctx, req, &resp), address_,
+        detail::concat("Push (worker ", worker_id_, ", step ", step, ")"));
+  return {resp.duplicate(), resp.applied_steps()};
+}
+
+PullResult PsClient::pull(uint64_t step) {
+  v1::PullRequest req;
+  req.set_version(kProtocolVersion);
+  req.set_worker_id(worker_id_);
+  req.set_step(step);
+  v1::PullResponse resp;
+  grpc::ClientContext ctx;
+  prepare(ctx, token_, options_.pull_deadline);
+  const std::string call = detail::concat("Pull (worker ", worker_id_, ", step ", step, ")");
+  check(stub_->stub->Pull(&ctx, req, &resp), address_, call);
+  PullResult out;
+  out.applied_steps = resp.applied_steps();
+  out.params.resize(static_cast<size_t>(resp.params_size()));
+  if (!shape_.empty() && shape_.size() != out.params.size()) {
+    throw CommError(detail::concat("parameter server ", address_, ": ", call, " returned ",
+                                   out.params.size(), " keys, registered ", shape_.size()));
+  }
+  for (const v1::KeyValues& kv : resp.params()) {
+    const std::string& bytes = kv.values();
+    if (kv.key() >= out.params.size() || bytes.size() % sizeof(float) != 0 ||
+        (!shape_.empty() && bytes.size() / sizeof(float) != shape_[kv.key()].size)) {
+      throw CommError(detail::concat("parameter server ", address_, ": ", call,
+                                     " returned key ", kv.key(), " with ", bytes.size(),
+                                     " bytes, which does not match the registered shape"));
+    }
+    std::vector<float>& v = out.params[kv.key()];
+    v.resize(bytes.size() / sizeof(float));
+    std::memcpy(v.data(), bytes.data(), bytes.size());
+  }
+  return out;
+}
+
+uint64_t PsClient::heartbeat() {
+  v1::HeartbeatRequest req;
+  req.set_version(kProtocolVersion);
+  req.set_worker_id(worker_id_);
+  v1::HeartbeatResponse resp;
+  grpc::ClientContext ctx;
+  prepare(ctx, token_, options_.deadline);
+  check(stub_->stub->Heartbeat(&ctx, req, &resp), address_,
+        detail::concat("Heartbeat (worker ", worker_id_, ")"));
+  return resp.applied_steps();
+}
+
+ServerStats PsClient::status() {
+  v1::StatusRequest req;
+  req.set_version(kProtocolVersion);
+  v1::StatusResponse resp;
+  grpc::ClientContext ctx;
+  prepare(ctx, token_, options_.deadline);
+  check(stub_->stub->Status(&ctx, req, &resp), address_, "Status");
+  ServerStats s;
+  s.applied_steps = resp.applied_steps();
+  s.bytes_in = resp.bytes_in();
+  s.bytes_out = resp.bytes_out();
+  s.rejected = resp.rejected();
+  for (const v1::WorkerStatus& w : resp.workers()) {
+    s.last_pushed_step.push_back(w.last_pushed_step());
+    s.pushes.push_back(w.pushes());
+    s.duplicates.push_back(w.duplicates());
+  }
+  return s;
+}
+
+}  // namespace qgrad::ps

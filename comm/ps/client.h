@@ -1,0 +1,87 @@
+// PsClient: one worker's connection to a ParameterServer (comm/ps/server.h). Every call carries
+// the shared token and a deadline; a failure throws RpcError naming the server address, the call
+// and the gRPC status code, so that a log line says which server refused what.
+//
+// The protocol of a synchronous step t: push(t, payloads) then pull(t + 1), which waits until the
+// server has every worker's push of step t and has applied it. A push that failed with a
+// transport error can be retried with the same request id; the server counts it once.
+//
+// Thread-safety: the calls may be made from several threads at once (one gRPC channel).
+#pragma once
+
+#include <grpcpp/support/status_code_enum.h>
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "comm/ps/server.h"
+#include "core/error.h"
+#include "optim/optimizer.h"
+
+namespace qgrad::ps {
+
+struct RpcError : CommError {
+  RpcError(const std::string& what, grpc::StatusCode code) : CommError(what), code(code) {}
+  grpc::StatusCode code;
+};
+
+// "UNAUTHENTICATED", "INVALID_ARGUMENT", ...
+const char* status_code_name(grpc::StatusCode code);
+
+struct ClientOptions {
+  // Deadline of each call but pull.
+  std::chrono::milliseconds deadline{10000};
+  // Deadline of pull, which waits for the slowest worker's push.
+  std::chrono::milliseconds pull_deadline{60000};
+  // Largest response accepted (a pull carries the whole model as fp32).
+  size_t max_receive_bytes = 1u << 30;
+};
+
+struct PushResult {
+  bool duplicate = false;  // the server had counted this (step, request id) already
+  uint64_t applied_steps = 0;
+};
+
+struct PullResult {
+  uint64_t applied_steps = 0;
+  std::vector<std::vector<float>> params;  // one per key, sizes as registered
+};
+
+class PsClient {
+ public:
+  // Connects lazily: the first call reports an unreachable server. An empty token sends no
+  // authorization metadata (for tests of the server's refusal).
+  PsClient(std::string address, std::string token, uint32_t worker_id, ClientOptions options = {});
+  ~PsClient();
+  PsClient(const PsClient&) = delete;
+  PsClient& operator=(const PsClient&) = delete;
+
+  const std::string& address() const { return address_; }
+  uint32_t worker_id() const { return worker_id_; }
+
+  // Returns the step the server collects next: where a (re)joining worker starts.
+  uint64_t register_worker(uint32_t world_size, const std::vector<ParamShape>& shape);
+  // payloads[k] is the wire payload of key k (core/codec.h), every key once.
+  PushResult push(uint64_t step, uint64_t request_id,
+                  std::span<const std::vector<std::byte>> payloads);
+  // Waits until `step` steps are applied; checks the sizes against the registered shape.
+  PullResult pull(uint64_t step);
+  uint64_t heartbeat();
+  ServerStats status();
+
+ private:
+  struct Stub;
+  std::string address_;
+  std::string token_;
+  uint32_t worker_id_;
+  ClientOptions options_;
+  std::vector<ParamShape> shape_;
+  std::unique_ptr<Stub> stub_;
+};
+
+}  // namespace qgrad::ps

@@ -1,0 +1,85 @@
+// ParameterServer: holds the model for its keys, collects the workers' encoded pushes, aggregates
+// them, applies the optimizer and serves the new parameters (issue 5, first slice).
+//
+// Synchronous mode only: step t is applied once every one of the `workers` workers has pushed it
+// (no timeout, no quorum yet). Per key the server decodes each payload with codec_for_payload,
+// then aggregates in worker-id order, so that the same pushes give the same bits whatever the
+// arrival order:
+//   mean codecs            a = (1/W) sum_r D(p_r)
+//   majority-vote codecs   a = s(lr) * sign(sum_r D(p_r)), a tie counting as +1
+// and calls Optimizer::apply(a). As in the DistributedOptimizer, workers push s(lr) * T(g) (SGD:
+// lr * g), so an error memory on the worker stays in the units it has there. Optimizers that keep
+// state on the worker (signum, sgd worker_momentum) are refused: the server never sees the
+// worker's gradient they commit from.
+//
+// Pushes are idempotent: (worker, step, request_id) seen before is answered as a duplicate and
+// counted once. Every call must carry `authorization: Bearer <token>`. Bad payloads are refused
+// with INVALID_ARGUMENT naming the key and the problem; nothing of that push is kept.
+//
+// Shaped for the later slices: the step state (pending pushes, applied steps) is kept apart from
+// the gRPC service, so a quorum timeout, an async mode with max staleness, checkpoints of
+// (params, optimizer export_state, applied_steps), a downlink codec (KeyValues.encoded_update),
+// TLS credentials and a key range per server (sharding) each slot in without changing the
+// protocol. The qgrad-ps binary will wrap this class.
+//
+// Thread-safety: all public methods may be called from any thread; gRPC handlers run on gRPC's
+// own threads and share one mutex (a step's work is done by the push that completes it).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "optim/optimizer.h"
+
+namespace qgrad::ps {
+
+struct ServerOptions {
+  std::string listen = "127.0.0.1:0";  // port 0: pick a free one, see ParameterServer::port()
+  std::string token;                   // required; compared with every call's bearer token
+  uint32_t workers = 1;                // W: pushes needed per step
+  std::vector<ParamShape> shape;       // key i is shape[i]
+  std::vector<std::vector<float>> initial;  // the starting parameters, one per key
+  OptimizerOptions optimizer;
+  float lr = 0.1f;
+  // Largest request the server accepts; larger ones fail with RESOURCE_EXHAUSTED before they are
+  // parsed. Responses (pulls) are not bounded by it.
+  size_t max_message_bytes = 64u << 20;
+};
+
+struct ServerStats {
+  uint64_t applied_steps = 0;
+  uint64_t bytes_in = 0;
+  uint64_t bytes_out = 0;
+  uint64_t rejected = 0;
+  std::vector<int64_t> last_pushed_step;  // per worker, -1 before the first push
+  std::vector<uint64_t> pushes;           // counted, duplicates left out
+  std::vector<uint64_t> duplicates;
+};
+
+class ParameterServer {
+ public:
+  // Checks the options (InvalidArgument naming the problem), binds and starts serving. Throws
+  // CommError when the address cannot be bound.
+  explicit ParameterServer(ServerOptions options);
+  // Stops serving: waiting pulls are answered with UNAVAILABLE.
+  ~ParameterServer();
+  ParameterServer(const ParameterServer&) = delete;
+  ParameterServer& operator=(const ParameterServer&) = delete;
+
+  int port() const;
+  std::string address() const;  // "127.0.0.1:<port>" style, for clients
+  ServerStats stats() const;
+  // A copy of the current parameters, one vector per key.
+  std::vector<std::vector<float>> parameters() const;
+  void shutdown();
+
+  class Impl;
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace qgrad::ps
