@@ -186,9 +186,8 @@ int main(int argc, char** argv) {
     o.model_options.hidden = parse_widths(hidden, "--hidden");
     o.model_options.channels = parse_widths(channels, "--channels");
     (void)qgrad::parse_data_spec(o.data);
-    QGRAD_CHECK(o.model == "linear" || o.model == "logistic" || o.model == "svm" ||
-                    o.model == "mlp" || o.model == "cnn",
-                "--model: unknown model '", o.model, "' (valid: ", qgrad::model_names(), ")");
+    QGRAD_CHECK(qgrad::is_model_name(o.model), "--model: unknown model '", o.model,
+                "' (valid: ", qgrad::model_names(), ")");
     QGRAD_CHECK(timeout_s > 0 && timeout_s <= 86400, "--timeout must be in (0, 86400] seconds");
     QGRAD_CHECK(ranks >= 0 && ranks <= 1024, "--ranks must be in 1..1024, got ", ranks);
     QGRAD_CHECK(o.model_options.data_bits >= 0 && o.model_options.data_bits <= 8,

@@ -15,6 +15,10 @@ bool is_linear_model(std::string_view name) {
   return name == "linear" || name == "logistic" || name == "svm";
 }
 
+bool is_model_name(std::string_view name) {
+  return is_linear_model(name) || name == "mlp" || name == "cnn";
+}
+
 std::string model_names() {
   return have_torch_models() ? "linear, logistic, svm, mlp, cnn" : "linear, logistic, svm";
 }

@@ -38,6 +38,9 @@ std::unique_ptr<Model> make_model(std::string_view name, const ModelOptions& opt
 // "linear, logistic, svm, mlp, cnn" (the LibTorch ones only when built in).
 std::string model_names();
 bool is_linear_model(std::string_view name);
+// A name make_model knows (mlp and cnn also in a build without LibTorch, where make_model says
+// what is missing).
+bool is_model_name(std::string_view name);
 bool have_torch_models();
 
 }  // namespace qgrad

@@ -37,6 +37,31 @@ int to_int(uint64_t n, const char* what) {
   return static_cast<int>(n);
 }
 
+// The int counts and displacements of blocks of `sizes` bytes laid end to end, as the
+// v-collectives take them; returns the total. `whole` and `block` name what overflows an int.
+uint64_t lay_out_blocks(const std::vector<uint64_t>& sizes, std::vector<int>& counts,
+                        std::vector<int>& displs, const char* whole, const char* block) {
+  uint64_t total = 0;
+  counts.resize(sizes.size());
+  displs.resize(sizes.size());
+  for (size_t p = 0; p < sizes.size(); ++p) {
+    displs[p] = to_int(total, whole);
+    counts[p] = to_int(sizes[p], block);
+    total += sizes[p];
+  }
+  to_int(total, whole);
+  return total;
+}
+
+// Hands the received bytes to `out` as blocks at `displs` (no copy: the buffers are swapped).
+void take_blocks(std::vector<std::byte>& received, const std::vector<int>& displs,
+                 uint64_t total, ByteBlocks& out) {
+  out.offsets.resize(displs.size() + 1);
+  for (size_t p = 0; p < displs.size(); ++p) out.offsets[p] = displs[p];
+  out.offsets[displs.size()] = total;
+  std::swap(out.data, received);
+}
+
 }  // namespace
 
 MpiRuntime::MpiRuntime(int* argc, char*** argv) {
@@ -353,14 +378,8 @@ void MpiCommunicator::allgatherv(std::span<const std::byte> mine, ByteBlocks& al
                          *comm_, new_request()),
           "allgatherv");
     wait_last("allgatherv", deadline);
-    s.recv_counts.resize(size_);
-    s.recv_displs.resize(size_);
-    for (int p = 0; p < size_; ++p) {
-      s.recv_displs[p] = to_int(total, "allgatherv: the gathered blocks");
-      s.recv_counts[p] = to_int(s.sizes_in[p], "allgatherv: a block");
-      total += s.sizes_in[p];
-    }
-    to_int(total, "allgatherv: the gathered blocks");
+    total = lay_out_blocks(s.sizes_in, s.recv_counts, s.recv_displs,
+                           "allgatherv: the gathered blocks", "allgatherv: a block");
     s.send.assign(mine.begin(), mine.end());
     s.recv.resize(total);
     check(MPI_Iallgatherv(address(s.send), static_cast<int>(s.send.size()), MPI_BYTE,
@@ -368,10 +387,7 @@ void MpiCommunicator::allgatherv(std::span<const std::byte> mine, ByteBlocks& al
                           *comm_, new_request()),
           "allgatherv");
     wait_last("allgatherv", deadline);
-    all.offsets.resize(size_ + 1);
-    for (int p = 0; p < size_; ++p) all.offsets[p] = s.recv_displs[p];
-    all.offsets[size_] = total;
-    std::swap(all.data, s.recv);
+    take_blocks(s.recv, s.recv_displs, total, all);
   });
   traffic_.bytes_sent += uint64_t(size_ - 1) * mine.size();
   traffic_.bytes_received += total - mine.size();
@@ -399,16 +415,9 @@ void MpiCommunicator::alltoallv(const ByteBlocks& send, ByteBlocks& recv) {
                         *comm_, new_request()),
           "alltoallv");
     wait_last("alltoallv", deadline);
-    uint64_t total = 0;
-    s.recv_counts.resize(size_);
-    s.recv_displs.resize(size_);
-    for (int p = 0; p < size_; ++p) {
-      s.recv_displs[p] = to_int(total, "alltoallv: the received blocks");
-      s.recv_counts[p] = to_int(s.sizes_in[p], "alltoallv: a block");
-      total += s.sizes_in[p];
-      if (p != rank_) received += s.sizes_in[p];
-    }
-    to_int(total, "alltoallv: the received blocks");
+    const uint64_t total = lay_out_blocks(s.sizes_in, s.recv_counts, s.recv_displs,
+                                          "alltoallv: the received blocks", "alltoallv: a block");
+    received = total - s.sizes_in[rank_];
     s.send.assign(send.data.begin(), send.data.begin() + send.offsets[size_]);
     s.recv.resize(total);
     check(MPI_Ialltoallv(address(s.send), s.send_counts.data(), s.send_displs.data(), MPI_BYTE,
@@ -416,10 +425,7 @@ void MpiCommunicator::alltoallv(const ByteBlocks& send, ByteBlocks& recv) {
                          *comm_, new_request()),
           "alltoallv");
     wait_last("alltoallv", deadline);
-    recv.offsets.resize(size_ + 1);
-    for (int p = 0; p < size_; ++p) recv.offsets[p] = s.recv_displs[p];
-    recv.offsets[size_] = total;
-    std::swap(recv.data, s.recv);
+    take_blocks(s.recv, s.recv_displs, total, recv);
   });
   traffic_.bytes_sent += sent;
   traffic_.bytes_received += received;

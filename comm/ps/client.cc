@@ -39,9 +39,11 @@ const char* status_code_name(grpc::StatusCode code) {
   }
 }
 
-struct PsClient::Stub {
+// The gRPC channel and the generated RPC stub on it (kept out of the header, so users of
+// PsClient do not compile gRPC).
+struct PsClient::Connection {
   std::shared_ptr<grpc::Channel> channel;
-  std::unique_ptr<v1::ParameterServer::Stub> stub;
+  std::unique_ptr<v1::ParameterServer::Stub> rpc;
 };
 
 PsClient::PsClient(std::string address, std::string token, uint32_t worker_id,
@@ -50,15 +52,15 @@ PsClient::PsClient(std::string address, std::string token, uint32_t worker_id,
       token_(std::move(token)),
       worker_id_(worker_id),
       options_(options),
-      stub_(std::make_unique<Stub>()) {
+      conn_(std::make_unique<Connection>()) {
   QGRAD_CHECK(!address_.empty(), "PsClient: empty server address");
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(static_cast<int>(std::min<size_t>(options_.max_receive_bytes,
                                                                   (1u << 31) - 1)));
   // Sending is bounded by the server, which refuses oversize requests itself.
   args.SetMaxSendMessageSize(-1);
-  stub_->channel = grpc::CreateCustomChannel(address_, grpc::InsecureChannelCredentials(), args);
-  stub_->stub = v1::ParameterServer::NewStub(stub_->channel);
+  conn_->channel = grpc::CreateCustomChannel(address_, grpc::InsecureChannelCredentials(), args);
+  conn_->rpc = v1::ParameterServer::NewStub(conn_->channel);
 }
 
 PsClient::~PsClient() = default;
@@ -93,7 +95,7 @@ uint64_t PsClient::register_worker(uint32_t world_size, const std::vector<ParamS
   v1::RegisterResponse resp;
   grpc::ClientContext ctx;
   prepare(ctx, token_, options_.deadline);
-  check(stub_->stub->Register(&ctx, req, &resp), address_,
+  check(conn_->rpc->Register(&ctx, req, &resp), address_,
         detail::concat("Register (worker ", worker_id_, ")"));
   shape_ = shape;
   return resp.step();
@@ -114,7 +116,7 @@ PushResult PsClient::push(uint64_t step, uint64_t request_id,
   v1::PushResponse resp;
   grpc::ClientContext ctx;
   prepare(ctx, token_, options_.deadline);
-  check(stub_->stub->Push(&ctx, req, &resp), address_,
+  check(conn_->rpc->Push(&ctx, req, &resp), address_,
         detail::concat("Push (worker ", worker_id_, ", step ", step, ")"));
   return {resp.duplicate(), resp.applied_steps()};
 }
@@ -128,7 +130,7 @@ PullResult PsClient::pull(uint64_t step) {
   grpc::ClientContext ctx;
   prepare(ctx, token_, options_.pull_deadline);
   const std::string call = detail::concat("Pull (worker ", worker_id_, ", step ", step, ")");
-  check(stub_->stub->Pull(&ctx, req, &resp), address_, call);
+  check(conn_->rpc->Pull(&ctx, req, &resp), address_, call);
   PullResult out;
   out.applied_steps = resp.applied_steps();
   out.params.resize(static_cast<size_t>(resp.params_size()));
@@ -158,7 +160,7 @@ uint64_t PsClient::heartbeat() {
   v1::HeartbeatResponse resp;
   grpc::ClientContext ctx;
   prepare(ctx, token_, options_.deadline);
-  check(stub_->stub->Heartbeat(&ctx, req, &resp), address_,
+  check(conn_->rpc->Heartbeat(&ctx, req, &resp), address_,
         detail::concat("Heartbeat (worker ", worker_id_, ")"));
   return resp.applied_steps();
 }
@@ -169,7 +171,7 @@ ServerStats PsClient::status() {
   v1::StatusResponse resp;
   grpc::ClientContext ctx;
   prepare(ctx, token_, options_.deadline);
-  check(stub_->stub->Status(&ctx, req, &resp), address_, "Status");
+  check(conn_->rpc->Status(&ctx, req, &resp), address_, "Status");
   ServerStats s;
   s.applied_steps = resp.applied_steps();
   s.bytes_in = resp.bytes_in();

@@ -75,13 +75,13 @@ class PsClient {
   ServerStats status();
 
  private:
-  struct Stub;
+  struct Connection;
   std::string address_;
   std::string token_;
   uint32_t worker_id_;
   ClientOptions options_;
   std::vector<ParamShape> shape_;
-  std::unique_ptr<Stub> stub_;
+  std::unique_ptr<Connection> conn_;
 };
 
 }  // namespace qgrad::ps
