@@ -209,6 +209,7 @@ class DistributedOptimizer {
   std::vector<BucketWork> work_;
   std::vector<BadGradient> bad_;  // of the current step, from every rank
   std::vector<std::byte> flag_;
+  std::vector<float> flag_scratch_;  // a contribution recomputed to find a non-finite value
   ByteBlocks flags_;
 
   mutable std::mutex mutex_;

@@ -19,6 +19,7 @@ class Sgd final : public Optimizer {
   explicit Sgd(OptimizerOptions o) : Optimizer(std::move(o)) {}
   std::string_view name() const override { return "sgd"; }
   float compression_scale(float lr) const override { return lr; }
+  bool contribution_is_gradient() const override { return !options_.worker_momentum; }
 
   // Worker momentum: T(g) = m' (or g + mu m' with Nesterov), m' = mu m + g, committed in apply.
   void contribution(size_t i, std::span<const float> g, std::span<float> out) const override {
@@ -87,6 +88,7 @@ class Signum final : public Optimizer {
   explicit Signum(OptimizerOptions o) : Optimizer(std::move(o)) {}
   std::string_view name() const override { return "signum"; }
   float compression_scale(float) const override { return 1.0f; }
+  bool contribution_is_gradient() const override { return false; }
 
   void contribution(size_t i, std::span<const float> g, std::span<float> out) const override {
     check_param(i, out.size(), g.size(), out.size());
@@ -218,6 +220,19 @@ void Optimizer::init(std::vector<ParamShape> params) {
 void Optimizer::contribution(size_t i, std::span<const float> grad, std::span<float> out) const {
   check_param(i, out.size(), grad.size(), out.size());
   std::copy(grad.begin(), grad.end(), out.begin());
+}
+
+void Optimizer::scaled_contribution(size_t i, std::span<const float> grad, std::span<float> out,
+                                    float scale) const {
+  if (contribution_is_gradient()) {
+    check_param(i, out.size(), grad.size(), out.size());
+    for (size_t j = 0; j < out.size(); ++j) out[j] = scale * grad[j];
+    return;
+  }
+  contribution(i, grad, out);
+  if (scale != 1.0f) {
+    for (float& v : out) v = scale * v;
+  }
 }
 
 void Optimizer::check_param(size_t i, size_t value_size, size_t grad_size,

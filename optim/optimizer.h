@@ -110,6 +110,13 @@ class Optimizer {
   // Writes T(grad) of parameter i into out (same size): what this worker contributes before
   // s(lr). Must not change any state: a step can still be skipped after it ran.
   virtual void contribution(size_t i, std::span<const float> grad, std::span<float> out) const;
+  // out = scale * T(grad), the way the DistributedOptimizer sends it: one pass over the memory
+  // where T is the identity (the common case), bitwise the same as contribution() then scaling.
+  void scaled_contribution(size_t i, std::span<const float> grad, std::span<float> out,
+                           float scale) const;
+
+  // True when T(g) = g, so that scaled_contribution can fuse the copy and the scaling.
+  virtual bool contribution_is_gradient() const { return true; }
 
   // Called once per applied step, before the apply() calls of that step.
   virtual void begin_update() {}

@@ -95,7 +95,7 @@ class MpiCommunicator final : public Communicator {
   struct Stage {
     std::vector<MPI_Request> requests;  // in flight in the current collective
     std::vector<std::byte> send, recv;
-    std::vector<float> floats, scratch;
+    std::vector<float> floats;
     std::vector<uint64_t> sizes_out, sizes_in;
     std::vector<int> send_counts, send_displs, recv_counts, recv_displs;
   };

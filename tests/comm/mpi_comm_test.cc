@@ -3,9 +3,13 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <stdexcept>
+#include <vector>
 
+#include "comm/local/local_communicator.h"
 #include "comm/mpi/mpi_communicator.h"
+#include "core/synthetic.h"
 #include "core/error.h"
 #include "tests/comm/cases.h"
 
@@ -31,6 +35,32 @@ TEST(MpiCollectives, MoveTheRightBytesAndCountThem) {
     cases::alltoallv(comm, n);
     cases::broadcast(comm, n);
     cases::barrier(comm);
+  }
+}
+
+// The ring of comm/communicator.h sums in one documented order, so Open MPI ranks and threads
+// of the local backend must agree to the bit. Each MPI rank replays the whole world on threads.
+// The larger size cuts every chunk into several of the MPI ring's 2^18-float segments.
+TEST(MpiCollectives, AllreduceHasTheBitsOfTheLocalBackend) {
+  const int w = world_size();
+  MpiCommunicator comm(MPI_COMM_WORLD, {.timeout = 20s});
+  for (size_t n : {size_t{5}, size_t{1009}, size_t{1100003}}) {
+    const auto input = [n](int r) {
+      std::vector<float> v(n);
+      fill_synthetic(v, SyntheticDistribution::kLogNormal, 500 + r);
+      for (size_t i = 0; i < n; i += 2) v[i] = -v[i];  // mixed signs: rounding depends on order
+      return v;
+    };
+    std::vector<float> mine = input(comm.rank());
+    comm.allreduce_sum(mine);
+    std::vector<float> local;
+    run_local(w, [&](Communicator& c) {
+      std::vector<float> v = input(c.rank());
+      c.allreduce_sum(v);
+      if (c.rank() == comm.rank()) local = std::move(v);
+    });
+    ASSERT_EQ(local.size(), n);
+    EXPECT_EQ(std::memcmp(local.data(), mine.data(), 4 * n), 0) << "n " << n;
   }
 }
 

@@ -262,6 +262,28 @@ TEST(Optimizers, ContributionDoesNotChangeState) {
   }
 }
 
+// The DistributedOptimizer sends scaled_contribution: the fused pass must give the bits of
+// contribution() followed by the scaling, for identity and non-identity T alike.
+TEST(Optimizers, ScaledContributionIsContributionTimesScale) {
+  for (const char* name : {"sgd", "sgd-worker-momentum", "signum", "adam"}) {
+    OptimizerOptions o{.name = std::string(name).substr(0, std::string(name).find('-'))};
+    if (o.name != "adam") o.momentum = 0.9f;
+    o.worker_momentum = std::string(name) == "sgd-worker-momentum";
+    const size_t n = 257;
+    Params p({std::vector<float>(n, 1.0f)});
+    auto opt = make(o, p);
+    for (size_t j = 0; j < n; ++j) p.grad[0][j] = std::sin(0.37f * float(j)) * 3.1f;
+    local_step(*opt, p.views(), 0.1f);  // momentum buffers become non-zero
+    for (float scale : {1.0f, 0.0123f, -0.7f}) {
+      std::vector<float> fused(n), reference(n);
+      opt->scaled_contribution(0, p.grad[0], fused, scale);
+      opt->contribution(0, p.grad[0], reference);
+      for (float& v : reference) v = scale * v;
+      EXPECT_EQ(std::memcmp(fused.data(), reference.data(), 4 * n), 0) << name << " " << scale;
+    }
+  }
+}
+
 TEST(Optimizers, ExportImportContinuesBitForBit) {
   for (const char* name : {"sgd", "signum", "adam"}) {
     OptimizerOptions o{.name = name};
