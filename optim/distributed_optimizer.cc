@@ -290,7 +290,8 @@ bool DistributedOptimizer::exchange_bucket(size_t b, uint64_t step, float lr) {
       compressed ? compressed_allreduce(comm_, *codec_, strategy_, data, key, worker, owner, 1.0f)
                  : compressed_allreduce(comm_, *plain_codec_, Strategy::kPlain, data, key, worker,
                                         nullptr, 1.0f);
-  if (!flags_first && simd::find_nonfinite(data.data(), data.size()) < data.size()) {
+  if (!flags_first) w.first_nonfinite = simd::find_nonfinite(data.data(), data.size());
+  if (!flags_first && *w.first_nonfinite < data.size()) {
     find_bad(false);
     if (!flags_are_clean()) return false;
     // else no rank has a non-finite contribution: the sum overflowed, and step() reports it
@@ -472,7 +473,10 @@ StepStats DistributedOptimizer::step(float lr) {
     // The aggregate is the same on every rank, so every rank reaches the same verdict here.
     for (size_t b = 0; b < buckets_.size() && reason.empty(); ++b) {
       const std::vector<float>& d = data_[b];
-      const size_t j = simd::find_nonfinite(d.data(), d.size());
+      // Scaling a finite sum by 1/W keeps it finite and an infinite one infinite, so the scan
+      // before the division holds.
+      const std::optional<size_t>& scanned = work_[b].first_nonfinite;
+      const size_t j = scanned ? *scanned : simd::find_nonfinite(d.data(), d.size());
       if (j == d.size()) continue;
       const BucketLayout& layout = buckets_[b];
       const size_t k = std::upper_bound(layout.offsets.begin(), layout.offsets.end(), j) -

@@ -58,6 +58,7 @@
 #include <exception>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -176,6 +177,9 @@ class DistributedOptimizer {
     BucketStats stats;
     double prepare_s = 0, encode_s = 0, exchange_s = 0, decode_s = 0;
     bool backed_up = false;  // error memories saved before this step's exchange
+    // Set where exchange_bucket scanned the aggregate already (the plain fp32 sum): the index
+    // of its first non-finite value, or its size. step() does not scan such a bucket again.
+    std::optional<size_t> first_nonfinite;
   };
 
   void exchange_loop();
