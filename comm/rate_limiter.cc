@@ -1,8 +1,12 @@
 #include "comm/rate_limiter.h"
 
 #include <algorithm>
+#include <charconv>
 #include <cmath>
+#include <initializer_list>
+#include <sstream>
 #include <thread>
+#include <utility>
 
 #include "core/error.h"
 
@@ -21,7 +25,105 @@ class SteadyLinkClock final : public LinkClock {
   }
 };
 
+// Splits "12.5mbit" into 12.5 and "mbit"; false when it does not start with a finite number >= 0.
+bool split_number(std::string_view text, double& value, std::string_view& unit) {
+  const char* end = text.data() + text.size();
+  const auto [ptr, ec] = std::from_chars(text.data(), end, value);
+  if (ec != std::errc() || !std::isfinite(value) || value < 0) return false;
+  unit = text.substr(static_cast<size_t>(ptr - text.data()));
+  return true;
+}
+
+// The scale of `unit` in `table`, or 0 when it is not there.
+double unit_scale(std::string_view unit,
+                  std::initializer_list<std::pair<std::string_view, double>> table) {
+  for (const auto& [name, scale] : table) {
+    if (unit == name) return scale;
+  }
+  return 0;
+}
+
 }  // namespace
+
+LinkOptions parse_link_spec(std::string_view spec) {
+  static constexpr char kForm[] = " (expected RATE[,latency=US][,burst=B], e.g. 100mbit or "
+                                  "1gbit,latency=50)";
+  LinkOptions link;
+  const size_t comma = spec.find(',');
+  const std::string_view rate = spec.substr(0, comma);
+  double value = 0;
+  std::string_view unit;
+  if (rate != "unlimited") {
+    // tc's units: *bit are bits per second, *bps bytes per second, prefixes powers of 1000.
+    const double scale =
+        split_number(rate, value, unit)
+            ? unit_scale(unit, {{"bit", 1 / 8.0}, {"kbit", 1e3 / 8}, {"mbit", 1e6 / 8},
+                                {"gbit", 1e9 / 8}, {"tbit", 1e12 / 8}, {"bps", 1}, {"kbps", 1e3},
+                                {"mbps", 1e6}, {"gbps", 1e9}})
+            : 0;
+    QGRAD_CHECK(scale > 0 && value > 0, "link rate '", rate,
+                "' is not a rate > 0 with a unit (bit, kbit, mbit, gbit, tbit, bps, kbps, "
+                "mbps, gbps) or 'unlimited'",
+                kForm);
+    link.bytes_per_second = value * scale;
+  }
+  bool seen_latency = false, seen_burst = false;
+  std::string_view rest = comma == std::string_view::npos ? "" : spec.substr(comma + 1);
+  QGRAD_CHECK(comma == std::string_view::npos || !rest.empty(), "link spec '", spec,
+              "' ends with a comma", kForm);
+  while (!rest.empty()) {
+    const size_t next = rest.find(',');
+    const std::string_view item = rest.substr(0, next);
+    rest = next == std::string_view::npos ? "" : rest.substr(next + 1);
+    QGRAD_CHECK(next == std::string_view::npos || !rest.empty(), "link spec '", spec,
+                "' ends with a comma", kForm);
+    const size_t eq = item.find('=');
+    const std::string_view key = item.substr(0, eq);
+    const std::string_view text = eq == std::string_view::npos ? "" : item.substr(eq + 1);
+    if (key == "latency") {
+      QGRAD_CHECK(!seen_latency, "link spec '", spec, "' gives latency twice");
+      seen_latency = true;
+      const double scale =
+          split_number(text, value, unit) ? unit_scale(unit, {{"", 1}, {"us", 1}, {"ms", 1e3}})
+                                          : 0;
+      QGRAD_CHECK(scale > 0 && value * scale <= 60e6, "link latency '", text,
+                  "' is not a number of microseconds in [0, 60 s] (e.g. 50, 50us, 2ms)");
+      link.latency = std::chrono::microseconds(std::llround(value * scale));
+    } else if (key == "burst") {
+      QGRAD_CHECK(!seen_burst, "link spec '", spec, "' gives burst twice");
+      seen_burst = true;
+      const double scale =
+          split_number(text, value, unit)
+              ? unit_scale(unit, {{"", 1}, {"B", 1}, {"KiB", 1024}, {"MiB", 1 << 20}})
+              : 0;
+      QGRAD_CHECK(scale > 0 && value * scale <= double(1ull << 40), "link burst '", text,
+                  "' is not a byte count (e.g. 0, 65536, 256KiB)");
+      link.burst_bytes = value * scale;
+    } else {
+      QGRAD_CHECK(false, "link spec '", spec, "': unknown key '", key,
+                  "' (valid: latency, burst)", kForm);
+    }
+  }
+  return link;
+}
+
+std::string describe(const LinkOptions& link) {
+  std::ostringstream out;
+  const double bits = link.bytes_per_second * 8;
+  if (bits == 0) {
+    out << "unlimited";
+  } else if (bits >= 1e9) {
+    out << bits / 1e9 << " Gbit/s";
+  } else if (bits >= 1e6) {
+    out << bits / 1e6 << " Mbit/s";
+  } else if (bits >= 1e3) {
+    out << bits / 1e3 << " kbit/s";
+  } else {
+    out << bits << " bit/s";
+  }
+  out << ", latency " << link.latency.count() << " us, burst " << link.burst_bytes << " B";
+  return out.str();
+}
 
 TokenBucket::TokenBucket(double bytes_per_second, double burst_bytes)
     : rate_(bytes_per_second), burst_(burst_bytes), tokens_(burst_bytes) {

@@ -17,6 +17,8 @@
 
 #include <chrono>
 #include <memory>
+#include <string>
+#include <string_view>
 
 #include "comm/communicator.h"
 
@@ -27,6 +29,18 @@ struct LinkOptions {
   double burst_bytes = 0;       // token bucket depth; the bucket starts full
   std::chrono::microseconds latency{0};
 };
+
+// A link spec, as qgrad-train --link takes it: RATE[,latency=US][,burst=B].
+//   RATE     tc's units: bit, kbit, mbit, gbit, tbit (bits/s, powers of 1000) or bps, kbps,
+//            mbps, gbps (bytes/s); e.g. 100mbit, 1gbit, 2.5gbit; `unlimited` for latency only
+//   latency  microseconds added to every collective (a plain number, or with us / ms)
+//   burst    token bucket depth in bytes (a plain number, or with B / KiB / MiB); default 0, so
+//            that every message takes exactly bytes / rate (tc's tbf needs a burst, the
+//            emulator does not)
+// Throws InvalidArgument naming the part that is wrong.
+LinkOptions parse_link_spec(std::string_view spec);
+// "100 Mbit/s, latency 50 us, burst 0 B".
+std::string describe(const LinkOptions& link);
 
 class TokenBucket {
  public:

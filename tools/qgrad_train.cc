@@ -4,6 +4,9 @@
 //                   ranks as threads of this process (no launcher needed; the default, 1 rank)
 //   mpirun -np 4 qgrad-train --model mlp --data fashion-mnist --codec sign ...
 //                   one rank per process over Open MPI (detected from mpirun's environment)
+//   qgrad-train ... --link 100mbit[,latency=US][,burst=B]
+//                   every rank behind an emulated link (comm/rate_limiter.h): the metrics'
+//                   seconds and exchange times include the link's delay
 //
 // Both give the same bits for the same flags. Exit status: 0 done, 1 training failed (with a
 // message naming why), 2 bad command line.
@@ -20,6 +23,7 @@
 #include <vector>
 
 #include "comm/local/local_communicator.h"
+#include "comm/rate_limiter.h"
 #include "core/codec_registry.h"
 #include "core/error.h"
 #include "train/data/data_spec.h"
@@ -106,6 +110,7 @@ int main(int argc, char** argv) {
   bool quiet = false, nesterov = false;
   std::optional<float> momentum, beta1, beta2, eps;
   float weight_decay = 0;
+  std::optional<qgrad::LinkOptions> link;  // --link
 
   app.add_option("--model", o.model, "linear | logistic | svm | mlp | cnn");
   app.add_option("--data", o.data,
@@ -158,6 +163,9 @@ int main(int argc, char** argv) {
   app.add_option("--nan", nan, "error | skip-step: what a NaN/Inf gradient does");
   app.add_option("--timeout", timeout_s, "seconds a rank waits for its peers before failing");
   app.add_flag("--quiet", quiet, "no progress output");
+  app.add_option("--link", o.link,
+                 "emulate a link per rank: RATE[,latency=US][,burst=B], RATE in tc units "
+                 "(100mbit, 1gbit, ...) or 'unlimited'");
 
   try {
     app.parse(argc, argv);
@@ -200,11 +208,27 @@ int main(int argc, char** argv) {
                 o.model);
     QGRAD_CHECK(!o.model_options.double_sampling || o.model_options.data_bits > 0,
                 "--double-sampling needs --data-bits B (1..8)");
+    if (!o.link.empty()) {
+      try {
+        link = qgrad::parse_link_spec(o.link);
+      } catch (const qgrad::Error& e) {
+        QGRAD_CHECK(false, "--link: ", e.what());
+      }
+    }
   } catch (const qgrad::Error& e) {
     print_error("", e);
     return 2;
   }
   if (!quiet) o.progress = &std::cout;
+  if (link && !quiet) {
+    std::cout << "qgrad-train: emulated link per rank: " << qgrad::describe(*link) << "\n";
+  }
+  // Every rank trains through its own emulated link when --link is given.
+  const auto train_on = [&](qgrad::Communicator& comm, const qgrad::DataSplit& data) {
+    if (!link) return qgrad::train(comm, data, o);
+    qgrad::RateLimitedCommunicator limited(comm, *link);
+    return qgrad::train(limited, data, o);
+  };
   qgrad::CommOptions comm_options;
   comm_options.timeout = std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000));
 
@@ -237,7 +261,7 @@ int main(int argc, char** argv) {
         error = e.what();
       }
       qgrad::agree_on_error(comm, error);
-      (void)qgrad::train(comm, data, o);
+      (void)train_on(comm, data);
       return 0;
     } catch (const qgrad::InvalidArgument& e) {
       // Agreed failures (bad data, a checkpoint of another run, NaN): every rank has the same
@@ -266,7 +290,7 @@ int main(int argc, char** argv) {
   try {
     const qgrad::DataSplit data = qgrad::load_data(o.data);
     qgrad::run_local(
-        world, [&](qgrad::Communicator& comm) { (void)qgrad::train(comm, data, o); },
+        world, [&](qgrad::Communicator& comm) { (void)train_on(comm, data); },
         comm_options);
     return 0;
   } catch (const std::exception& e) {

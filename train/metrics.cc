@@ -86,6 +86,7 @@ void MetricsWriter::write(const SummaryRecord& r) {
        r.bytes_sent ? static_cast<double>(r.raw_bytes) / static_cast<double>(r.bytes_sent) : 0.0},
       {"seconds", r.seconds},
       {"step_seconds", r.step_seconds}};
+  if (!r.link.empty()) j["link"] = r.link;
   line(with_times(j, r.times).dump());
 }
 

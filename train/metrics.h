@@ -38,6 +38,7 @@ struct StepRecord {
 };
 struct SummaryRecord {
   std::string model, data, codec, strategy, optimizer;
+  std::string link;  // emulated link spec (qgrad-train --link); "" : none, and not written
   int world = 1;
   bool error_feedback = false;
   int adversarial = 0;

@@ -336,7 +336,8 @@ TrainResult train(Communicator& comm, const DataSplit& data, const TrainOptions&
          << " test rows), " << world << (world == 1 ? " rank" : " ranks") << " ("
          << comm.backend() << ")\n"
          << "  codec " << codec << ", strategy " << strategy
-         << (o.exchange.error_feedback ? ", error feedback" : "") << ", optimizer "
+         << (o.exchange.error_feedback ? ", error feedback" : "")
+         << (o.link.empty() ? "" : ", emulated link " + o.link) << ", optimizer "
          << opt->optimizer().name() << ", lr " << o.lr << " (" << to_string(o.schedule)
          << "), batch " << o.batch << " per rank\n"
          << "  " << o.epochs << (o.epochs == 1 ? " epoch" : " epochs") << " of "
@@ -508,6 +509,7 @@ TrainResult train(Communicator& comm, const DataSplit& data, const TrainOptions&
     sum.codec = codec;
     sum.strategy = strategy;
     sum.optimizer = std::string(opt->optimizer().name());
+    sum.link = o.link;
     sum.world = world;
     sum.error_feedback = o.exchange.error_feedback;
     sum.adversarial = o.adversarial;

@@ -60,6 +60,8 @@ struct TrainOptions {
   std::string checkpoint_dir;  // "" : no checkpoints
   uint64_t checkpoint_every = 0;  // steps; 0: at the end of every epoch
   bool resume = false;            // continue from checkpoint_dir's latest checkpoint
+  std::string link;  // the emulated link's spec ("" : none), recorded in the summary record;
+                     // the caller wraps the communicator (qgrad-train --link)
   std::ostream* progress = nullptr;  // rank 0 prints progress here (nullptr: silent)
   double progress_seconds = 2;       // at most one progress line per this many seconds
                                      // (evaluations always print)

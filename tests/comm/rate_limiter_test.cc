@@ -1,5 +1,6 @@
 #include "comm/rate_limiter.h"
 
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <vector>
@@ -146,6 +147,52 @@ TEST(RateLimitedCommunicator, AbortGoesThrough) {
                            comm.barrier();
                          }),
                CommError);
+}
+
+TEST(LinkSpec, RatesInTcUnits) {
+  EXPECT_DOUBLE_EQ(parse_link_spec("100mbit").bytes_per_second, 12.5e6);
+  EXPECT_DOUBLE_EQ(parse_link_spec("1gbit").bytes_per_second, 125e6);
+  EXPECT_DOUBLE_EQ(parse_link_spec("2.5gbit").bytes_per_second, 312.5e6);
+  EXPECT_DOUBLE_EQ(parse_link_spec("800kbit").bytes_per_second, 1e5);
+  EXPECT_DOUBLE_EQ(parse_link_spec("3mbps").bytes_per_second, 3e6);  // tc: bps = bytes/s
+  EXPECT_DOUBLE_EQ(parse_link_spec("unlimited").bytes_per_second, 0);
+  const LinkOptions plain = parse_link_spec("1gbit");
+  EXPECT_EQ(plain.latency.count(), 0);
+  EXPECT_EQ(plain.burst_bytes, 0);  // every message takes bytes / rate
+}
+
+TEST(LinkSpec, LatencyAndBurst) {
+  const LinkOptions a = parse_link_spec("100mbit,latency=50,burst=64KiB");
+  EXPECT_EQ(a.latency.count(), 50);
+  EXPECT_DOUBLE_EQ(a.burst_bytes, 65536);
+  const LinkOptions b = parse_link_spec("unlimited,latency=2ms");
+  EXPECT_EQ(b.latency.count(), 2000);
+  EXPECT_DOUBLE_EQ(b.bytes_per_second, 0);
+  EXPECT_DOUBLE_EQ(parse_link_spec("1gbit,burst=1000").burst_bytes, 1000);
+  EXPECT_EQ(describe(a), "100 Mbit/s, latency 50 us, burst 65536 B");
+}
+
+TEST(LinkSpec, BadSpecsNameWhatIsWrong) {
+  const auto message = [](const char* spec) {
+    try {
+      (void)parse_link_spec(spec);
+    } catch (const InvalidArgument& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  EXPECT_THAT(message(""), ::testing::HasSubstr("link rate ''"));
+  EXPECT_THAT(message("100"), ::testing::HasSubstr("link rate '100'"));
+  EXPECT_THAT(message("100mb"), ::testing::HasSubstr("unit"));
+  EXPECT_THAT(message("0mbit"), ::testing::HasSubstr("rate > 0"));
+  EXPECT_THAT(message("-5mbit"), ::testing::HasSubstr("link rate '-5mbit'"));
+  EXPECT_THAT(message("fast"), ::testing::HasSubstr("link rate 'fast'"));
+  EXPECT_THAT(message("1gbit,latency=abc"), ::testing::HasSubstr("link latency 'abc'"));
+  EXPECT_THAT(message("1gbit,latency=5s"), ::testing::HasSubstr("link latency '5s'"));
+  EXPECT_THAT(message("1gbit,burst=lots"), ::testing::HasSubstr("link burst 'lots'"));
+  EXPECT_THAT(message("1gbit,jitter=5"), ::testing::HasSubstr("unknown key 'jitter'"));
+  EXPECT_THAT(message("1gbit,"), ::testing::HasSubstr("ends with a comma"));
+  EXPECT_THAT(message("1gbit,latency=1,latency=2"), ::testing::HasSubstr("latency twice"));
 }
 
 }  // namespace

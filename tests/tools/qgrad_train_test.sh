@@ -30,6 +30,9 @@ expect_error 2 "ZipML" -- "$BIN" --model mlp --data "$DATA" --data-bits 2 --quie
 expect_error 2 "nan policy" "skip-step" -- "$BIN" "${BASE[@]}" --nan sometimes
 expect_error 2 "unknown data source" -- "$BIN" "${BASE[@]}" --data imagenet
 
+expect_error 2 "--link" "link rate '100mb'" "unit" -- "$BIN" "${BASE[@]}" --link 100mb
+expect_error 2 "--link" "unknown key 'jitter'" -- "$BIN" "${BASE[@]}" --link 1gbit,jitter=3
+
 # --- a missing data set names the Debian package --------------------------------------------
 expect_error 1 "dataset-fashion-mnist" -- "$BIN" --model logistic \
   --data fashion-mnist:dir="$WORK/nowhere" --quiet
@@ -49,6 +52,27 @@ s = a[-1]
 assert s["summary"] is True and s["world"] == 3 and s["steps"] == 2 * 13, s
 assert 0.5 < s["test_accuracy"] <= 1 and s["bytes_sent"] > 0, s
 assert s["compression_ratio"] > 1, s  # 63 parameters: headers weigh
+PYEOF
+
+# --- --link: the emulated link's delay is in the metrics' seconds and exchange times ----------
+# 200 kbit/s = 25 kB/s, no burst: each collective takes at least its bytes / 25e3 s, and the
+# 2 ms latency per collective at least 2 ms. Sleeping only overshoots, so these are lower bounds.
+"$BIN" "${BASE[@]}" --ranks 3 --link 200kbit,latency=2000 --metrics link.jsonl
+"$PY" - link.jsonl <<'PYEOF'
+import json, sys
+lines = [json.loads(l) for l in open(sys.argv[1])]
+s = lines[-1]
+assert s["summary"] is True and s["link"] == "200kbit,latency=2000", s
+wire = s["bytes_sent"] / 25e3
+assert s["seconds"] >= wire + s["steps"] * 0.002, (s["seconds"], wire)
+assert s["exchange_s"] * s["steps"] >= wire + s["steps"] * 0.002, (s["exchange_s"], wire)
+assert s["step_seconds"] >= 0.002, s
+# The link changes time, not bits: the same records as an unlimited run apart from timings.
+timing = {"seconds", "samples_per_second", "compute_s", "encode_s", "exchange_s", "decode_s",
+          "update_s", "wait_s", "step_seconds", "link"}
+plain = [json.loads(l) for l in open("a.jsonl")]
+strip = lambda recs: [{k: v for k, v in r.items() if k not in timing} for r in recs]
+assert strip(lines) == strip(plain), "--link changed what was trained"
 PYEOF
 
 # --- checkpoints: another run's checkpoint is refused; the same flags resume ------------------
