@@ -22,6 +22,8 @@ packages=(
   dataset-fashion-mnist liblinear-tools
   # emulated links (ip netns, tc tbf)
   iproute2
+  # qgrad-report: plots (matplotlib; Pillow comes with it) and its page test in headless Chromium
+  python3-matplotlib chromium chromium-driver
 )
 
 missing=()
