@@ -163,15 +163,21 @@ def load_manifest(folder, warnings):
 def collect(paths, warnings):
     """Every usable run under `paths` (files, or folders of *.jsonl files)."""
     files = []
+    manifests = {}
     for p in paths:
         if os.path.isdir(p):
             found = sorted(os.path.join(p, n) for n in os.listdir(p) if n.endswith(".jsonl"))
             if not found:
                 warn(warnings, p, "folder holds no .jsonl metrics files")
+            # A sweep's runs in the manifest's order (its grid's), then any others by name.
+            folder = os.path.abspath(p)
+            manifests[folder] = load_manifest(folder, warnings)
+            rank = {path: i for i, path in enumerate(manifests[folder])}
+            found.sort(key=lambda f: (rank.get(os.path.normpath(os.path.abspath(f)), len(rank)),
+                                      f))
             files += found
         else:
             files.append(p)
-    manifests = {}
     runs = []
     for f in files:
         folder = os.path.dirname(os.path.abspath(f))
