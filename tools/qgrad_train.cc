@@ -4,8 +4,10 @@
 //                   ranks as threads of this process (no launcher needed; the default, 1 rank)
 //   mpirun -np 4 qgrad-train --model mlp --data fashion-mnist --codec sign ...
 //                   one rank per process over Open MPI (detected from mpirun's environment)
+//   qgrad-train --ps HOST:PORT[,HOST:PORT...] --token-file F --worker-id I --workers N ...
+//                   one worker of N, through parameter servers (qgrad-ps; QGRAD_WITH_PS builds)
 //
-// Both give the same bits for the same flags. Exit status: 0 done, 1 training failed (with a
+// The first two give the same bits for the same flags. Exit status: 0 done, 1 training failed (with a
 // message naming why), 2 bad command line.
 #include <CLI/CLI.hpp>
 #include <chrono>
@@ -26,6 +28,10 @@
 #include "train/trainer.h"
 #if QGRAD_TRAIN_HAVE_MPI
 #include "comm/mpi/mpi_communicator.h"
+#endif
+#if QGRAD_TRAIN_HAVE_PS
+#include "comm/ps/client.h"
+#include "train/ps_training.h"
 #endif
 
 namespace {
@@ -158,6 +164,14 @@ int main(int argc, char** argv) {
   app.add_option("--nan", nan, "error | skip-step: what a NaN/Inf gradient does");
   app.add_option("--timeout", timeout_s, "seconds a rank waits for its peers before failing");
   app.add_flag("--quiet", quiet, "no progress output");
+  std::string ps_servers, token_file;
+  int64_t worker_id = -1, workers = 0;
+  app.add_option("--ps", ps_servers,
+                 "train through parameter servers (qgrad-ps): ADDR[,ADDR...], one per shard, "
+                 "the same order on every worker");
+  app.add_option("--token-file", token_file, "--ps: file holding the servers' shared token");
+  app.add_option("--worker-id", worker_id, "--ps: this worker's id, 0..workers-1");
+  app.add_option("--workers", workers, "--ps: the number of workers (qgrad-ps --workers)");
 
   try {
     app.parse(argc, argv);
@@ -204,7 +218,72 @@ int main(int argc, char** argv) {
     print_error("", e);
     return 2;
   }
+  const bool use_ps = !ps_servers.empty();
+  std::vector<std::string> servers;
+  try {
+    if (!use_ps) {
+      QGRAD_CHECK(token_file.empty() && worker_id < 0 && workers == 0,
+                  "--token-file, --worker-id and --workers go with --ps ADDR[,ADDR...]");
+    } else {
+      std::stringstream ss(ps_servers);
+      for (std::string item; std::getline(ss, item, ',');) {
+        QGRAD_CHECK(!item.empty() && item.find(':') != std::string::npos, "--ps: '", item,
+                    "' is not a HOST:PORT address");
+        servers.push_back(item);
+      }
+      QGRAD_CHECK(!servers.empty(), "--ps: no server address");
+      QGRAD_CHECK(!token_file.empty(), "--ps needs --token-file F (the servers' shared token)");
+      QGRAD_CHECK(workers >= 1 && workers <= 65536, "--ps needs --workers N (1..65536)");
+      QGRAD_CHECK(worker_id >= 0 && worker_id < workers, "--worker-id must be in 0..",
+                  workers - 1, " (--workers ", workers, "), got ", worker_id);
+      QGRAD_CHECK(ranks <= 1, "--ranks with --ps: each worker is one process (or use mpirun "
+                  "without --ps)");
+      QGRAD_CHECK(o.checkpoint_dir.empty() && !o.resume,
+                  "--checkpoint-dir/--resume with --ps: not implemented yet (server checkpoints "
+                  "come with the next slice)");
+      QGRAD_CHECK(nan == "error", "--nan skip-step with --ps: not implemented yet (the workers "
+                  "would have to agree on skipping)");
+      QGRAD_CHECK(strategy == "auto", "--strategy with --ps: the servers aggregate");
+      QGRAD_CHECK(!launched_by_mpirun(), "--ps under mpirun: start the workers as separate "
+                  "processes instead");
+    }
+  } catch (const qgrad::Error& e) {
+    print_error("", e);
+    return 2;
+  }
   if (!quiet) o.progress = &std::cout;
+  if (use_ps) {
+#if QGRAD_TRAIN_HAVE_PS
+    qgrad::PsTrainOptions ps;
+    ps.servers = servers;
+    ps.worker_id = static_cast<uint32_t>(worker_id);
+    ps.workers = static_cast<uint32_t>(workers);
+    ps.timeout = std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000));
+    try {
+      ps.token = qgrad::ps::read_token_file(token_file);
+      qgrad::validate(o, static_cast<int>(workers));
+    } catch (const qgrad::Error& e) {
+      print_error("", e);
+      return 2;
+    }
+    // Progress from worker 0 only, as rank 0 prints it on the other paths.
+    if (worker_id != 0) o.progress = nullptr;
+    try {
+      const qgrad::DataSplit data = qgrad::load_data(o.data);
+      (void)qgrad::train_with_ps(ps, data, o);
+      return 0;
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "qgrad-train: worker %lld: error: %s\n",
+                   static_cast<long long>(worker_id), e.what());
+      return 1;
+    }
+#else
+    std::fprintf(stderr,
+                 "qgrad-train: --ps needs a qgrad built with the parameter server "
+                 "(-DQGRAD_WITH_PS=ON, gRPC and Protobuf installed)\n");
+    return 2;
+#endif
+  }
   qgrad::CommOptions comm_options;
   comm_options.timeout = std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000));
 
