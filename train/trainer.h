@@ -67,7 +67,8 @@ struct TrainOptions {
   uint64_t seed = 0;          // model init, batches, codec randomness
   uint64_t eval_every = 0;    // steps; 0: at the end of every epoch
   uint64_t log_every = 10;    // steps between metrics records (>= 1)
-  std::string metrics_path;   // "" : none; "{rank}" in it: one file per rank, else rank 0 only
+  std::string metrics_path;   // "" : none; "{rank}" in it (or no Communicator): one file per
+                              // rank, else rank 0 only
   std::string checkpoint_dir;  // "" : no checkpoints
   uint64_t checkpoint_every = 0;  // steps; 0: at the end of every epoch
   bool resume = false;            // continue from checkpoint_dir's latest checkpoint

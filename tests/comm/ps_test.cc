@@ -325,6 +325,66 @@ TEST(ParameterServer, WrongShapeOrWorldSizeAtRegister) {
                    grpc::StatusCode::FAILED_PRECONDITION, "registered");
 }
 
+TEST(ParameterServer, AdoptsTheModelFromTheFirstRegistration) {
+  ServerOptions o;
+  o.token = kToken;
+  o.workers = 2;  // no shape: a server like qgrad-ps
+  ParameterServer server(o);
+  EXPECT_FALSE(server.stats().has_model);
+  PsClient w0(server.address(), kToken, 0);
+  PsClient w1(server.address(), kToken, 1);
+  // A registration without a model cannot give the server one.
+  expect_rpc_error([&] { w0.register_worker(2, model()); }, grpc::StatusCode::FAILED_PRECONDITION,
+                   "no model yet");
+  RegisterModel m;
+  m.initial = random_tensors(1000);
+  m.optimizer = OptimizerOptions{};
+  m.optimizer->momentum = 0.9f;
+  m.run = {{"model", "mlp"}, {"seed", "1"}};
+  RegisterModel bad = m;
+  bad.initial[1].pop_back();
+  expect_rpc_error([&] { w0.register_worker(2, model(), bad); },
+                   grpc::StatusCode::INVALID_ARGUMENT, "key 1 ('b'): the initial value has 16");
+  const RegisterResult first = w0.register_worker(2, model(), m);
+  EXPECT_TRUE(first.adopted);
+  EXPECT_EQ(first.step, 0u);
+  EXPECT_EQ(server.parameters(), m.initial);
+  EXPECT_EQ(server.stats().parameters, 42u);
+
+  RegisterModel other = m;
+  other.run[1].second = "2";
+  expect_rpc_error([&] { w1.register_worker(2, model(), other); },
+                   grpc::StatusCode::FAILED_PRECONDITION,
+                   "run.seed: worker 1 has '2', the server's run has '1' (adopted from worker 0)");
+  other = m;
+  other.run.emplace_back("codec", "sign");
+  expect_rpc_error([&] { w1.register_worker(2, model(), other); },
+                   grpc::StatusCode::FAILED_PRECONDITION, "run.codec");
+  other = m;
+  other.optimizer->name = "adam";
+  other.optimizer->momentum = 0.0f;
+  expect_rpc_error([&] { w1.register_worker(2, model(), other); },
+                   grpc::StatusCode::FAILED_PRECONDITION, "optimizer.name: worker 1 sends 'adam'");
+  other = m;
+  other.initial[0][3] += 1.0f;
+  expect_rpc_error([&] { w1.register_worker(2, model(), other); },
+                   grpc::StatusCode::FAILED_PRECONDITION, "initial values");
+  EXPECT_FALSE(w1.register_worker(2, model(), m).adopted);
+
+  // Both push one step; the server's momentum SGD (adopted, mu = 0.9) applies the mean.
+  const auto none = make_codec("none");
+  const auto p0 = encode(*none, random_tensors(1), 0, 0);
+  const auto p1 = encode(*none, random_tensors(2), 1, 0);
+  w0.push(0, 1, p0, kLr);
+  // Pushes of one step must carry the same lr.
+  expect_rpc_error([&] { w1.push(0, 1, p1, 2 * kLr); }, grpc::StatusCode::INVALID_ARGUMENT,
+                   "same lr schedule");
+  EXPECT_EQ(w1.push(0, 2, p1, kLr).applied_steps, 1u);
+  Tensors x = m.initial;
+  sgd_reference_step(x, {decode(p0), decode(p1)}, false);  // first step: m = a, x -= m
+  EXPECT_EQ(w0.pull(1).params, x);
+}
+
 TEST(ParameterServer, OversizeMessageIsResourceExhausted) {
   ServerOptions o = server_options(1);
   o.max_message_bytes = 4096;
