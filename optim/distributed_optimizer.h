@@ -68,6 +68,7 @@
 #include "comm/strategies/compressed_allreduce.h"
 #include "core/codec.h"
 #include "core/error_feedback.h"
+#include "optim/gradient_exchange.h"
 #include "optim/optimizer.h"
 #include "optim/param.h"
 
@@ -97,57 +98,26 @@ struct BucketLayout {
   bool compressible = false;    // 4 * size >= min_compress_bytes: compressed after warm-up
 };
 
-struct BucketStats {
-  Strategy strategy = Strategy::kPlain;  // what ran; kPlain (codec none) when uncompressed
-  bool compressed = false;
-  bool exchanged = false;    // false when a NaN stopped the step before this bucket
-  bool before_step = false;  // its exchange had finished when step() was called
-  uint64_t bytes_sent = 0;   // flag + data, as counted by the Communicator
-  uint64_t bytes_received = 0;
-  uint64_t raw_bytes = 0;        // 4 * elements: one fp32 copy of the bucket
-  uint64_t fp32_bytes_sent = 0;  // what the plain fp32 ring allreduce would send from this rank
-};
-
-struct StepStats {
-  uint64_t step = 0;  // the step's index (RngKey.step)
-  float lr = 0;
-  bool skipped = false;     // nan policy skip-step: nothing was updated
-  std::string skip_reason;  // names the parameter, element and rank
-  uint64_t bytes_sent = 0;
-  uint64_t bytes_received = 0;
-  uint64_t raw_bytes = 0;
-  uint64_t fp32_bytes_sent = 0;  // the plain fp32 ring's volume for the same buckets (baseline)
-  double prepare_s = 0;          // contribution c and the finiteness check, on the exchange thread
-  double encode_s = 0;           // from compressed_allreduce (worker and owner encodes)
-  double exchange_s = 0;         // inside collectives, the NaN flag included
-  double decode_s = 0;           // decoding, summing, voting, dividing by W
-  double update_s = 0;           // Optimizer::apply over every parameter
-  double wait_s = 0;             // how long step() waited for the exchange thread
-  size_t compressed_buckets = 0;
-  size_t overlapped_buckets = 0;  // buckets exchanged before step() was called
-  std::vector<BucketStats> buckets;
-};
-
-class DistributedOptimizer {
+class DistributedOptimizer final : public GradientExchange {
  public:
   // Throws InvalidArgument on bad options (bucket_bytes 0, a bad codec spec, a codec/strategy
   // pair that cannot work, error feedback with a majority-vote codec), duplicate parameter
   // names, or value/grad spans of different sizes. `comm` must outlive this object.
   DistributedOptimizer(Communicator& comm, std::unique_ptr<Optimizer> optimizer,
                        std::vector<ParamView> params, DistributedOptimizerOptions options);
-  ~DistributedOptimizer();
+  ~DistributedOptimizer() override;
   DistributedOptimizer(const DistributedOptimizer&) = delete;
   DistributedOptimizer& operator=(const DistributedOptimizer&) = delete;
 
   // Announces this step's learning rate (finite, >= 0), so that ready buckets can be exchanged
   // while the backward pass goes on. Optional: step(lr) does it otherwise (without overlap).
-  void begin_step(float lr);
+  void begin_step(float lr) override;
   // The gradient of parameter i is final for this step. Once per parameter and step.
-  void gradient_ready(size_t param_index);
+  void gradient_ready(size_t param_index) override;
   // Waits for every bucket (marking all parameters ready), averages, applies the optimizer.
   // lr must equal begin_step's, if it was called. Rethrows an exchange failure; NaN handling as
   // at the top of this file.
-  StepStats step(float lr);
+  StepStats step(float lr) override;
 
   // Buckets of the current step whose exchange has finished (0 between steps).
   size_t buckets_exchanged() const;
@@ -155,16 +125,17 @@ class DistributedOptimizer {
   // Completed step() calls, skipped ones included.
   uint64_t steps() const;
   Strategy strategy() const { return strategy_; }
-  const Codec& codec() const { return *codec_; }
-  const Optimizer& optimizer() const { return *optimizer_; }
+  const Codec& codec() const override { return *codec_; }
+  std::string route() const override { return std::string(strategy_name(strategy_)); }
+  const Optimizer& optimizer() const override { return *optimizer_; }
 
   // Checkpoints, between steps only. Keys: "optimizer/..." (Optimizer::export_state),
   // "exchange/ef_worker/<b>" and "exchange/ef_owner/<b>" (error memories of bucket b), scalars
   // "exchange/step", "exchange/world", "exchange/rank". Import looks only at keys under
   // "optimizer/" and "exchange/" (others, e.g. the model's, are ignored) and checks all of them
   // (names, sizes, world, rank) before it changes anything; a resumed run continues bit for bit.
-  StateDict export_state() const;
-  void import_state(const StateDict& state);
+  StateDict export_state() const override;
+  void import_state(const StateDict& state) override;
 
  private:
   struct BadGradient {

@@ -21,7 +21,7 @@ class Sgd final : public Optimizer {
   float compression_scale(float lr) const override { return lr; }
   bool contribution_is_gradient() const override { return !options_.worker_momentum; }
 
-  // Worker momentum: T(g) = m' (or g + mu m' with Nesterov), m' = mu m + g, committed in apply.
+  // Worker momentum: T(g) = m' (or g + mu m' with Nesterov), m' = mu m + g, committed in commit().
   void contribution(size_t i, std::span<const float> g, std::span<float> out) const override {
     if (!options_.worker_momentum) {
       Optimizer::contribution(i, g, out);
@@ -37,20 +37,23 @@ class Sgd final : public Optimizer {
     }
   }
 
-  void apply(size_t i, std::span<float> x, std::span<const float> grad, std::span<const float> a,
-             float lr) override {
-    check_param(i, x.size(), grad.size(), a.size());
+  void commit(size_t i, std::span<const float> grad) override {
+    if (!options_.worker_momentum) return;
+    check_param(i, grad.size(), grad.size(), grad.size());
+    // The momentum went into the contribution; commit it from the same gradient.
+    const float mu = options_.momentum;
+    float* m = momentum_[i].data();
+    for (size_t j = 0; j < grad.size(); ++j) m[j] = mu * m[j] + grad[j];
+  }
+
+  void update(size_t i, std::span<float> x, std::span<const float> a, float lr) override {
+    check_param(i, x.size(), a.size(), a.size());
     const float mu = options_.momentum;
     const float decay = lr * options_.weight_decay;  // in parameter units, like a
     const bool decays = options_.weight_decay != 0.0f;
     const size_t n = x.size();
-    if (options_.worker_momentum) {
-      // The momentum went into the contribution; commit it from the same gradient, then take
-      // the aggregate as the step.
-      float* m = momentum_[i].data();
-      for (size_t j = 0; j < n; ++j) m[j] = mu * m[j] + grad[j];
-    }
     if (mu == 0.0f || options_.worker_momentum) {
+      // With worker momentum the aggregate is the step.
       for (size_t j = 0; j < n; ++j) {
         const float u = decays ? a[j] + decay * x[j] : a[j];
         x[j] = x[j] - u;
@@ -95,11 +98,14 @@ class Signum final : public Optimizer {
     momentum_update(momentum_[i].data(), g, out.data());
   }
 
-  void apply(size_t i, std::span<float> x, std::span<const float> g, std::span<const float> a,
-             float lr) override {
-    check_param(i, x.size(), g.size(), a.size());
+  void commit(size_t i, std::span<const float> g) override {
+    check_param(i, g.size(), g.size(), g.size());
     float* m = momentum_[i].data();
     momentum_update(m, g, m);  // the same expression contribution() sent: now committed
+  }
+
+  void update(size_t i, std::span<float> x, std::span<const float> a, float lr) override {
+    check_param(i, x.size(), a.size(), a.size());
     const float wd = options_.weight_decay;
     const size_t n = x.size();
     if (wd == 0.0f) {
@@ -154,10 +160,9 @@ class Adam final : public Optimizer {
     correction2_ = static_cast<float>(1.0 - std::pow(double{options_.beta2}, t));
   }
 
-  void apply(size_t i, std::span<float> x, std::span<const float> g, std::span<const float> a,
-             float lr) override {
-    check_param(i, x.size(), g.size(), a.size());
-    QGRAD_CHECK(step_ > 0, "adam: apply() before begin_update()");
+  void update(size_t i, std::span<float> x, std::span<const float> a, float lr) override {
+    check_param(i, x.size(), a.size(), a.size());
+    QGRAD_CHECK(step_ > 0, "adam: update() before begin_update()");
     const float b1 = options_.beta1, b2 = options_.beta2, eps = options_.eps;
     const float k1 = 1.0f - b1, k2 = 1.0f - b2;
     const float wd = options_.weight_decay;
@@ -233,6 +238,17 @@ void Optimizer::scaled_contribution(size_t i, std::span<const float> grad, std::
   if (scale != 1.0f) {
     for (float& v : out) v = scale * v;
   }
+}
+
+void Optimizer::apply(size_t i, std::span<float> value, std::span<const float> grad,
+                      std::span<const float> update_values, float lr) {
+  check_param(i, value.size(), grad.size(), update_values.size());
+  commit(i, grad);
+  update(i, value, update_values, lr);
+}
+
+void Optimizer::commit(size_t i, std::span<const float> grad) {
+  check_param(i, grad.size(), grad.size(), grad.size());
 }
 
 void Optimizer::check_param(size_t i, size_t value_size, size_t grad_size,

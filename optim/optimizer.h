@@ -121,10 +121,21 @@ class Optimizer {
   // Called once per applied step, before the apply() calls of that step.
   virtual void begin_update() {}
 
-  // Updates parameter i from `update` (the aggregate a above, identical on every rank). `grad`
-  // is this worker's raw gradient of the step (Signum commits its momentum from it). lr >= 0.
-  virtual void apply(size_t i, std::span<float> value, std::span<const float> grad,
-                     std::span<const float> update, float lr) = 0;
+  // One step of parameter i on a rank of the collective path: commit(i, grad), then
+  // update(i, value, update, lr). `update` is the aggregate a above, identical on every rank;
+  // `grad` is this worker's raw gradient of the step. lr >= 0.
+  void apply(size_t i, std::span<float> value, std::span<const float> grad,
+             std::span<const float> update, float lr);
+
+  // The two halves of apply(), apart for the parameter server (comm/ps), where the workers keep
+  // the state contribution() reads and the server the state the update needs:
+  // commit() stores the worker-local state that contribution() computed from this step's
+  // gradient (Signum's momentum, SGD's worker momentum; nothing for the others), with the same
+  // expression, so a skipped step (never committed) leaves it as it was.
+  virtual void commit(size_t i, std::span<const float> grad);
+  // update() moves x by the aggregate a, on the state every rank (or the server) shares: SGD's
+  // momentum after the exchange, Adam's moments, weight decay.
+  virtual void update(size_t i, std::span<float> value, std::span<const float> a, float lr) = 0;
 
   // The state as named buffers and scalars; import checks every name and size (missing,
   // unexpected or mis-sized entries are InvalidArgument) before it changes anything.

@@ -7,8 +7,10 @@
 //   qgrad-train ... --link 100mbit[,latency=US][,burst=B]
 //                   every rank behind an emulated link (comm/rate_limiter.h): the metrics'
 //                   seconds and exchange times include the link's delay
+//   qgrad-train --ps HOST:PORT[,HOST:PORT...] --token-file F --worker-id I --workers N ...
+//                   one worker of N, through parameter servers (qgrad-ps; QGRAD_WITH_PS builds)
 //
-// Both give the same bits for the same flags. Exit status: 0 done, 1 training failed (with a
+// The first two give the same bits for the same flags. Exit status: 0 done, 1 training failed (with a
 // message naming why), 2 bad command line.
 #include <CLI/CLI.hpp>
 #include <chrono>
@@ -30,6 +32,10 @@
 #include "train/trainer.h"
 #if QGRAD_TRAIN_HAVE_MPI
 #include "comm/mpi/mpi_communicator.h"
+#endif
+#if QGRAD_TRAIN_HAVE_PS
+#include "comm/ps/client.h"
+#include "train/ps_training.h"
 #endif
 
 namespace {
@@ -166,6 +172,14 @@ int main(int argc, char** argv) {
   app.add_option("--link", o.link,
                  "emulate a link per rank: RATE[,latency=US][,burst=B], RATE in tc units "
                  "(100mbit, 1gbit, ...) or 'unlimited'");
+  std::string ps_servers, token_file;
+  int64_t worker_id = -1, workers = 0;
+  app.add_option("--ps", ps_servers,
+                 "train through parameter servers (qgrad-ps): ADDR[,ADDR...], one per shard, "
+                 "the same order on every worker");
+  app.add_option("--token-file", token_file, "--ps: file holding the servers' shared token");
+  app.add_option("--worker-id", worker_id, "--ps: this worker's id, 0..workers-1");
+  app.add_option("--workers", workers, "--ps: the number of workers (qgrad-ps --workers)");
 
   try {
     app.parse(argc, argv);
@@ -219,6 +233,41 @@ int main(int argc, char** argv) {
     print_error("", e);
     return 2;
   }
+  const bool use_ps = !ps_servers.empty();
+  std::vector<std::string> servers;
+  try {
+    if (!use_ps) {
+      QGRAD_CHECK(token_file.empty() && worker_id < 0 && workers == 0,
+                  "--token-file, --worker-id and --workers go with --ps ADDR[,ADDR...]");
+    } else {
+      std::stringstream ss(ps_servers);
+      for (std::string item; std::getline(ss, item, ',');) {
+        QGRAD_CHECK(!item.empty() && item.find(':') != std::string::npos, "--ps: '", item,
+                    "' is not a HOST:PORT address");
+        servers.push_back(item);
+      }
+      QGRAD_CHECK(!servers.empty(), "--ps: no server address");
+      QGRAD_CHECK(!token_file.empty(), "--ps needs --token-file F (the servers' shared token)");
+      QGRAD_CHECK(workers >= 1 && workers <= 65536, "--ps needs --workers N (1..65536)");
+      QGRAD_CHECK(worker_id >= 0 && worker_id < workers, "--worker-id must be in 0..",
+                  workers - 1, " (--workers ", workers, "), got ", worker_id);
+      QGRAD_CHECK(ranks <= 1, "--ranks with --ps: each worker is one process (or use mpirun "
+                  "without --ps)");
+      QGRAD_CHECK(o.checkpoint_dir.empty() && !o.resume,
+                  "--checkpoint-dir/--resume with --ps: not implemented yet (server checkpoints "
+                  "come with the next slice)");
+      QGRAD_CHECK(nan == "error", "--nan skip-step with --ps: not implemented yet (the workers "
+                  "would have to agree on skipping)");
+      QGRAD_CHECK(strategy == "auto", "--strategy with --ps: the servers aggregate");
+      QGRAD_CHECK(!launched_by_mpirun(), "--ps under mpirun: start the workers as separate "
+                  "processes instead");
+      QGRAD_CHECK(o.link.empty(), "--link with --ps: the in-process link emulator wraps the "
+                  "MPI/thread communicator; use scripts/netlab.sh to shape a worker's link");
+    }
+  } catch (const qgrad::Error& e) {
+    print_error("", e);
+    return 2;
+  }
   if (!quiet) o.progress = &std::cout;
   if (link && !quiet) {
     std::cout << "qgrad-train: emulated link per rank: " << qgrad::describe(*link) << "\n";
@@ -229,6 +278,38 @@ int main(int argc, char** argv) {
     qgrad::RateLimitedCommunicator limited(comm, *link);
     return qgrad::train(limited, data, o);
   };
+  if (use_ps) {
+#if QGRAD_TRAIN_HAVE_PS
+    qgrad::PsTrainOptions ps;
+    ps.servers = servers;
+    ps.worker_id = static_cast<uint32_t>(worker_id);
+    ps.workers = static_cast<uint32_t>(workers);
+    ps.timeout = std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000));
+    try {
+      ps.token = qgrad::ps::read_token_file(token_file);
+      qgrad::validate(o, static_cast<int>(workers));
+    } catch (const qgrad::Error& e) {
+      print_error("", e);
+      return 2;
+    }
+    // Progress from worker 0 only, as rank 0 prints it on the other paths.
+    if (worker_id != 0) o.progress = nullptr;
+    try {
+      const qgrad::DataSplit data = qgrad::load_data(o.data);
+      (void)qgrad::train_with_ps(ps, data, o);
+      return 0;
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "qgrad-train: worker %lld: error: %s\n",
+                   static_cast<long long>(worker_id), e.what());
+      return 1;
+    }
+#else
+    std::fprintf(stderr,
+                 "qgrad-train: --ps needs a qgrad built with the parameter server "
+                 "(-DQGRAD_WITH_PS=ON, gRPC and Protobuf installed)\n");
+    return 2;
+#endif
+  }
   qgrad::CommOptions comm_options;
   comm_options.timeout = std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000));
 

@@ -45,7 +45,7 @@ namespace {
 
 // Runs fn on every rank and agrees on its outcome (see agree).
 template <typename Fn>
-void on_every_rank(Communicator& comm, Fn&& fn) {
+void on_every_rank(WorkerGroup& group, Fn&& fn) {
   std::string error;
   try {
     fn();
@@ -53,7 +53,7 @@ void on_every_rank(Communicator& comm, Fn&& fn) {
     error = e.what();
     if (error.empty()) error = "unknown error";
   }
-  agree_on_error(comm, error);
+  group.agree_on_error(error);
 }
 
 // Element-wise sums of a few doubles over the ranks, exact and in rank order (every rank gets
@@ -71,6 +71,22 @@ std::vector<double> sum_over_ranks(Communicator& comm, std::span<const double> m
   }
   return sum;
 }
+
+}  // namespace
+
+void CommunicatorGroup::agree_on_error(const std::string& error) {
+  qgrad::agree_on_error(comm_, error);
+}
+
+std::vector<double> CommunicatorGroup::sum(std::span<const double> mine) {
+  return sum_over_ranks(comm_, mine);
+}
+
+void IndependentWorker::agree_on_error(const std::string& error) {
+  if (!error.empty()) throw InvalidArgument(error);
+}
+
+namespace {
 
 // ---- formatting -----------------------------------------------------------------------------
 
@@ -121,7 +137,7 @@ constexpr const char* kStatePrefix = "state/";
 constexpr const char* kScalarPrefix = "scalar/";
 
 Checkpoint make_checkpoint(const RunIdentity& id, const Progress& p, Model& model,
-                           const DistributedOptimizer& opt) {
+                           const GradientExchange& opt) {
   Checkpoint ck;
   for (const auto& [k, v] : id.texts) ck.set_text("run/" + k, v);
   for (const auto& [k, v] : id.integers) ck.set_integer("run/" + k, v);
@@ -143,7 +159,7 @@ Checkpoint make_checkpoint(const RunIdentity& id, const Progress& p, Model& mode
 // Checks `ck` against this run and loads it into the model and the optimizer. Everything is
 // checked before anything changes.
 Progress restore_checkpoint(const Checkpoint& ck, const std::string& path, const RunIdentity& id,
-                            Model& model, DistributedOptimizer& opt) {
+                            Model& model, GradientExchange& opt) {
   const auto mismatch = [&](const std::string& key, const std::string& theirs,
                             const std::string& ours) {
     return InvalidArgument(detail::concat(
@@ -243,10 +259,56 @@ void validate(const TrainOptions& o, int world) {
   QGRAD_CHECK(o.progress_seconds >= 0, "progress interval must be >= 0");
 }
 
+std::vector<std::pair<std::string, std::string>> run_fields(const TrainOptions& o, int world) {
+  const auto list = [](const std::vector<size_t>& v) {
+    std::string out;
+    for (const size_t x : v) {
+      if (!out.empty()) out.push_back(',');
+      out.append(std::to_string(x));
+    }
+    return out;
+  };
+  const OptimizerOptions& p = o.optimizer;
+  return {{"model", o.model},
+          {"data", o.data},
+          {"hidden", list(o.model_options.hidden)},
+          {"channels", list(o.model_options.channels)},
+          {"data_bits", std::to_string(o.model_options.data_bits)},
+          {"double_sampling", o.model_options.double_sampling ? "1" : "0"},
+          {"codec", o.exchange.codec},
+          {"error_feedback", o.exchange.error_feedback ? "1" : "0"},
+          {"bucket_bytes", std::to_string(o.exchange.bucket_bytes)},
+          {"warmup_steps", std::to_string(o.exchange.warmup_steps)},
+          {"min_compress_bytes", std::to_string(o.exchange.min_compress_bytes)},
+          {"optimizer", p.name},
+          {"lr", fixed(o.lr, 9)},
+          {"lr_schedule", to_string(o.schedule)},
+          {"world", std::to_string(world)},
+          {"batch", std::to_string(o.batch)},
+          {"epochs", std::to_string(o.epochs)},
+          {"max_steps", std::to_string(o.max_steps)},
+          {"seed", std::to_string(o.seed)},
+          {"adversarial", std::to_string(o.adversarial)}};
+}
+
 TrainResult train(Communicator& comm, const DataSplit& data, const TrainOptions& o) {
-  const int world = comm.size();
-  const int rank = comm.rank();
+  CommunicatorGroup group(comm);
+  return train(group, data, o,
+               [&](std::vector<ParamView> params, const DistributedOptimizerOptions& x) {
+                 return std::make_unique<DistributedOptimizer>(comm, make_optimizer(o.optimizer),
+                                                               std::move(params), x);
+               });
+}
+
+TrainResult train(WorkerGroup& group, const DataSplit& data, const TrainOptions& o,
+                  const ExchangeFactory& make_exchange) {
+  const int world = group.size();
+  const int rank = group.rank();
   validate(o, world);
+  QGRAD_CHECK(o.checkpoint_dir.empty() || group.communicator() != nullptr,
+              "--checkpoint-dir: checkpoints need a communicator between the workers; with "
+              "parameter servers they are not implemented yet (server checkpoints come with the "
+              "next slice)");
   const WallClock clock;
   std::ostream* out = rank == 0 ? o.progress : nullptr;
 
@@ -254,10 +316,10 @@ TrainResult train(Communicator& comm, const DataSplit& data, const TrainOptions&
   std::unique_ptr<Model> model;
   std::unique_ptr<BatchSampler> sampler;
   Dataset shard;
-  std::unique_ptr<DistributedOptimizer> opt;
+  std::unique_ptr<GradientExchange> opt;
   const Dataset& eval_set = data.test.rows > 0 ? data.test : data.train;
   std::vector<size_t> eval_rows;
-  on_every_rank(comm, [&] {
+  on_every_rank(group, [&] {
     ModelOptions mo = o.model_options;
     mo.seed = o.seed;
     mo.rank = static_cast<uint32_t>(rank);
@@ -268,20 +330,26 @@ TrainResult train(Communicator& comm, const DataSplit& data, const TrainOptions&
         data.train.rows, static_cast<uint32_t>(rank), static_cast<uint32_t>(world), o.batch,
         o.seed));
     shard = take_rows(data.train, sampler->shard());
-    eval_rows = shard_rows(eval_set.rows, static_cast<uint32_t>(rank),
-                           static_cast<uint32_t>(world));
+    // Without a communicator there is nothing to sum shards with: the whole split.
+    if (group.communicator() != nullptr) {
+      eval_rows = shard_rows(eval_set.rows, static_cast<uint32_t>(rank),
+                             static_cast<uint32_t>(world));
+    } else {
+      eval_rows.resize(eval_set.rows);
+      for (size_t i = 0; i < eval_rows.size(); ++i) eval_rows[i] = i;
+    }
     DistributedOptimizerOptions x = o.exchange;
     x.seed = o.seed;
     x.adversarial = rank >= world - o.adversarial;
-    opt = std::make_unique<DistributedOptimizer>(comm, make_optimizer(o.optimizer),
-                                                 model->params(), x);
+    opt = make_exchange(model->params(), x);
+    QGRAD_CHECK(opt != nullptr, "no gradient exchange was built");
   });
 
   const uint64_t steps_per_epoch = sampler->batches_per_epoch();
   const uint64_t schedule_steps = steps_per_epoch * o.epochs;
   const uint64_t end_step = o.max_steps ? std::min(o.max_steps, schedule_steps) : schedule_steps;
   const std::string codec = opt->codec().spec().str();
-  const std::string strategy(strategy_name(opt->strategy()));
+  const std::string strategy = opt->route();
 
   RunIdentity id;
   id.texts = {{"model", o.model},
@@ -302,9 +370,10 @@ TrainResult train(Communicator& comm, const DataSplit& data, const TrainOptions&
   Progress prog;
   std::optional<CheckpointDir> ckdir;
   if (!o.checkpoint_dir.empty()) ckdir.emplace(o.checkpoint_dir, rank, world);
+  Communicator* comm = group.communicator();
   TrainResult result;
   if (o.resume) {
-    on_every_rank(comm, [&] {
+    on_every_rank(group, [&] {
       const std::optional<uint64_t> step = ckdir->latest();
       QGRAD_CHECK(step.has_value(), "--resume: no checkpoint in ", o.checkpoint_dir,
                   " (it has no LATEST file)");
@@ -321,11 +390,15 @@ TrainResult train(Communicator& comm, const DataSplit& data, const TrainOptions&
 
   // ---- metrics ----
   std::unique_ptr<MetricsWriter> metrics;
-  const bool per_rank_metrics = o.metrics_path.find("{rank}") != std::string::npos;
-  on_every_rank(comm, [&] {
+  // Workers without a communicator (parameter servers) each write their own file.
+  const bool per_rank_metrics =
+      o.metrics_path.find("{rank}") != std::string::npos || comm == nullptr;
+  on_every_rank(group, [&] {
     if (o.metrics_path.empty() || (!per_rank_metrics && rank != 0)) return;
     std::string path = o.metrics_path;
-    if (per_rank_metrics) path.replace(path.find("{rank}"), 6, std::to_string(rank));
+    if (const size_t at = path.find("{rank}"); at != std::string::npos) {
+      path.replace(at, 6, std::to_string(rank));
+    }
     if (o.resume) truncate_metrics_after(path, prog.step);
     metrics = std::make_unique<MetricsWriter>(path, o.resume);
   });
@@ -334,7 +407,7 @@ TrainResult train(Communicator& comm, const DataSplit& data, const TrainOptions&
     *out << "qgrad-train: " << o.model << " on " << data.train.name << " (" << data.train.rows
          << " training rows, " << (data.test.rows ? std::to_string(data.test.rows) : "no")
          << " test rows), " << world << (world == 1 ? " rank" : " ranks") << " ("
-         << comm.backend() << ")\n"
+         << group.backend() << ")\n"
          << "  codec " << codec << ", strategy " << strategy
          << (o.exchange.error_feedback ? ", error feedback" : "")
          << (o.link.empty() ? "" : ", emulated link " + o.link) << ", optimizer "
@@ -372,7 +445,7 @@ TrainResult train(Communicator& comm, const DataSplit& data, const TrainOptions&
     const double local[3] = {mine.loss * static_cast<double>(mine.rows),
                              mine.accuracy * static_cast<double>(mine.rows),
                              static_cast<double>(mine.rows)};
-    const std::vector<double> sum = sum_over_ranks(comm, local);
+    const std::vector<double> sum = group.sum(local);
     Evaluation all;
     all.rows = static_cast<size_t>(sum[2]);
     all.loss = sum[2] > 0 ? sum[0] / sum[2] : 0;
@@ -416,7 +489,7 @@ TrainResult train(Communicator& comm, const DataSplit& data, const TrainOptions&
 
     // A metrics record: the interval's loss averaged over the ranks.
     const double mine[2] = {iv.loss_sum, static_cast<double>(iv.counted)};
-    const std::vector<double> loss_sum = sum_over_ranks(comm, mine);
+    const std::vector<double> loss_sum = group.sum(mine);
     const double interval_loss = loss_sum[1] > 0 ? loss_sum[0] / loss_sum[1] : std::nan("");
     if (loss_sum[1] > 0 && !std::isfinite(interval_loss)) {
       throw InvalidArgument(detail::concat(
@@ -477,7 +550,7 @@ TrainResult train(Communicator& comm, const DataSplit& data, const TrainOptions&
       Progress snapshot = prog;
       snapshot.elapsed = seconds;
       const WallClock save_clock;
-      ckdir->save(comm, done, make_checkpoint(id, snapshot, *model, *opt));
+      ckdir->save(*comm, done, make_checkpoint(id, snapshot, *model, *opt));
       paused += save_clock.seconds();
     }
   }

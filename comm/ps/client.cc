@@ -3,7 +3,10 @@
 #include <grpcpp/grpcpp.h>
 
 #include <bit>
+#include <cctype>
 #include <cstring>
+#include <fstream>
+#include <sstream>
 #include <utility>
 
 #include "comm/ps/ps.grpc.pb.h"
@@ -13,8 +16,24 @@ namespace qgrad::ps {
 static_assert(std::endian::native == std::endian::little);
 
 namespace {
-constexpr uint32_t kProtocolVersion = 1;
+constexpr uint32_t kProtocolVersion = 2;
 }  // namespace
+
+std::string read_token_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  QGRAD_CHECK(in.good(), "--token-file: cannot read '", path, "'");
+  std::ostringstream text;
+  text << in.rdbuf();
+  std::string token = text.str();
+  while (!token.empty() && std::isspace(static_cast<unsigned char>(token.back()))) token.pop_back();
+  QGRAD_CHECK(!token.empty(), "--token-file: '", path, "' holds no token");
+  for (const char c : token) {
+    const auto u = static_cast<unsigned char>(c);
+    QGRAD_CHECK(u > 0x20 && u < 0x7f, "--token-file: '", path, "': the token must be printable "
+                "ASCII without spaces (it travels in an HTTP/2 header)");
+  }
+  return token;
+}
 
 const char* status_code_name(grpc::StatusCode code) {
   switch (code) {
@@ -83,6 +102,11 @@ void check(const grpc::Status& s, const std::string& address, const std::string&
 }  // namespace
 
 uint64_t PsClient::register_worker(uint32_t world_size, const std::vector<ParamShape>& shape) {
+  return register_worker(world_size, shape, RegisterModel{}).step;
+}
+
+RegisterResult PsClient::register_worker(uint32_t world_size, const std::vector<ParamShape>& shape,
+                                         const RegisterModel& model) {
   v1::RegisterRequest req;
   req.set_version(kProtocolVersion);
   req.set_worker_id(worker_id_);
@@ -92,22 +116,43 @@ uint64_t PsClient::register_worker(uint32_t world_size, const std::vector<ParamS
     ps->set_name(p.name);
     ps->set_size(p.size);
   }
+  for (const std::vector<float>& v : model.initial) {
+    req.add_initial(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(float));
+  }
+  if (model.optimizer) {
+    const OptimizerOptions& o = *model.optimizer;
+    v1::OptimizerConfig* c = req.mutable_optimizer();
+    c->set_name(o.name);
+    c->set_momentum(o.momentum);
+    c->set_nesterov(o.nesterov);
+    c->set_worker_momentum(o.worker_momentum);
+    c->set_weight_decay(o.weight_decay);
+    c->set_beta1(o.beta1);
+    c->set_beta2(o.beta2);
+    c->set_eps(o.eps);
+  }
+  for (const auto& [key, value] : model.run) {
+    v1::RunField* f = req.add_run();
+    f->set_key(key);
+    f->set_value(value);
+  }
   v1::RegisterResponse resp;
   grpc::ClientContext ctx;
   prepare(ctx, token_, options_.deadline);
   check(conn_->rpc->Register(&ctx, req, &resp), address_,
         detail::concat("Register (worker ", worker_id_, ")"));
   shape_ = shape;
-  return resp.step();
+  return {resp.step(), resp.adopted()};
 }
 
 PushResult PsClient::push(uint64_t step, uint64_t request_id,
-                          std::span<const std::vector<std::byte>> payloads) {
+                          std::span<const std::vector<std::byte>> payloads, float lr) {
   v1::PushRequest req;
   req.set_version(kProtocolVersion);
   req.set_worker_id(worker_id_);
   req.set_step(step);
   req.set_request_id(request_id);
+  req.set_lr(lr);
   for (size_t k = 0; k < payloads.size(); ++k) {
     v1::KeyPayload* kp = req.add_payloads();
     kp->set_key(static_cast<uint32_t>(k));
@@ -118,7 +163,7 @@ PushResult PsClient::push(uint64_t step, uint64_t request_id,
   prepare(ctx, token_, options_.deadline);
   check(conn_->rpc->Push(&ctx, req, &resp), address_,
         detail::concat("Push (worker ", worker_id_, ", step ", step, ")"));
-  return {resp.duplicate(), resp.applied_steps()};
+  return {resp.duplicate(), resp.applied_steps(), req.ByteSizeLong()};
 }
 
 PullResult PsClient::pull(uint64_t step) {
@@ -133,6 +178,7 @@ PullResult PsClient::pull(uint64_t step) {
   check(conn_->rpc->Pull(&ctx, req, &resp), address_, call);
   PullResult out;
   out.applied_steps = resp.applied_steps();
+  out.response_bytes = resp.ByteSizeLong();
   out.params.resize(static_cast<size_t>(resp.params_size()));
   if (!shape_.empty() && shape_.size() != out.params.size()) {
     throw CommError(detail::concat("parameter server ", address_, ": ", call, " returned ",
@@ -178,6 +224,7 @@ ServerStats PsClient::status() {
   s.bytes_out = resp.bytes_out();
   s.rejected = resp.rejected();
   for (const v1::WorkerStatus& w : resp.workers()) {
+    s.registered.push_back(w.registered());
     s.last_pushed_step.push_back(w.last_pushed_step());
     s.pushes.push_back(w.pushes());
     s.duplicates.push_back(w.duplicates());

@@ -15,8 +15,10 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "comm/ps/server.h"
@@ -24,6 +26,11 @@
 #include "optim/optimizer.h"
 
 namespace qgrad::ps {
+
+// The shared secret from --token-file: the file's content without trailing whitespace.
+// InvalidArgument naming the file when it cannot be read, is empty, or holds whitespace or
+// control characters inside the token (which could not travel in a gRPC header).
+std::string read_token_file(const std::string& path);
 
 struct RpcError : CommError {
   RpcError(const std::string& what, grpc::StatusCode code) : CommError(what), code(code) {}
@@ -42,14 +49,29 @@ struct ClientOptions {
   size_t max_receive_bytes = 1u << 30;
 };
 
+// What a registration may carry besides the shape, for a server that adopts its model from
+// the first worker (qgrad-ps): see ParameterServer (comm/ps/server.h).
+struct RegisterModel {
+  std::vector<std::vector<float>> initial;  // one per key; empty: send none
+  std::optional<OptimizerOptions> optimizer;
+  std::vector<std::pair<std::string, std::string>> run;  // the run's identity fields
+};
+
+struct RegisterResult {
+  uint64_t step = 0;     // the step the server collects next
+  bool adopted = false;  // this registration gave the server its model
+};
+
 struct PushResult {
   bool duplicate = false;  // the server had counted this (step, request id) already
   uint64_t applied_steps = 0;
+  uint64_t request_bytes = 0;  // the serialized request: what this push put on the wire
 };
 
 struct PullResult {
   uint64_t applied_steps = 0;
   std::vector<std::vector<float>> params;  // one per key, sizes as registered
+  uint64_t response_bytes = 0;             // the serialized response
 };
 
 class PsClient {
@@ -66,9 +88,12 @@ class PsClient {
 
   // Returns the step the server collects next: where a (re)joining worker starts.
   uint64_t register_worker(uint32_t world_size, const std::vector<ParamShape>& shape);
-  // payloads[k] is the wire payload of key k (core/codec.h), every key once.
+  RegisterResult register_worker(uint32_t world_size, const std::vector<ParamShape>& shape,
+                                 const RegisterModel& model);
+  // payloads[k] is the wire payload of key k (core/codec.h), every key once; lr is the step's
+  // learning rate (the same on every worker).
   PushResult push(uint64_t step, uint64_t request_id,
-                  std::span<const std::vector<std::byte>> payloads);
+                  std::span<const std::vector<std::byte>> payloads, float lr);
   // Waits until `step` steps are applied; checks the sizes against the registered shape.
   PullResult pull(uint64_t step);
   uint64_t heartbeat();

@@ -14,6 +14,7 @@
 
 #include "comm/ps/ps.grpc.pb.h"
 #include "core/codec_registry.h"
+#include "core/crc32c.h"
 #include "core/error.h"
 #include "core/wire.h"
 
@@ -24,7 +25,7 @@ static_assert(std::endian::native == std::endian::little);
 
 namespace {
 
-constexpr uint32_t kProtocolVersion = 1;
+constexpr uint32_t kProtocolVersion = 2;
 
 grpc::Status invalid(const std::string& what) {
   return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, what);
@@ -45,6 +46,50 @@ std::span<const std::byte> as_bytes(const std::string& s) {
   return {reinterpret_cast<const std::byte*>(s.data()), s.size()};
 }
 
+OptimizerOptions from_proto(const v1::OptimizerConfig& c) {
+  OptimizerOptions o;
+  o.name = c.name();
+  o.momentum = c.momentum();
+  o.nesterov = c.nesterov();
+  o.worker_momentum = c.worker_momentum();
+  o.weight_decay = c.weight_decay();
+  o.beta1 = c.beta1();
+  o.beta2 = c.beta2();
+  o.eps = c.eps();
+  return o;
+}
+
+// The first field in which two optimizer configurations differ ("" when none), as
+// "optimizer.<field>: worker W sends X, the server runs Y".
+std::string optimizer_difference(const OptimizerOptions& theirs, const OptimizerOptions& ours,
+                                 uint32_t worker) {
+  const auto differ = [&](const char* field, const auto& a, const auto& b) {
+    return detail::concat("optimizer.", field, ": worker ", worker, " sends ", a,
+                          ", the server runs ", b);
+  };
+  if (theirs.name != ours.name) {
+    return differ("name", "'" + theirs.name + "'", "'" + ours.name + "'");
+  }
+  if (theirs.momentum != ours.momentum) return differ("momentum", theirs.momentum, ours.momentum);
+  if (theirs.nesterov != ours.nesterov) return differ("nesterov", theirs.nesterov, ours.nesterov);
+  if (theirs.worker_momentum != ours.worker_momentum) {
+    return differ("worker_momentum", theirs.worker_momentum, ours.worker_momentum);
+  }
+  if (theirs.weight_decay != ours.weight_decay) {
+    return differ("weight_decay", theirs.weight_decay, ours.weight_decay);
+  }
+  if (theirs.beta1 != ours.beta1) return differ("beta1", theirs.beta1, ours.beta1);
+  if (theirs.beta2 != ours.beta2) return differ("beta2", theirs.beta2, ours.beta2);
+  if (theirs.eps != ours.eps) return differ("eps", theirs.eps, ours.eps);
+  return "";
+}
+
+uint32_t crc_of(const std::vector<std::vector<float>>& tensors) {
+  uint32_t crc = 0;
+  for (const auto& t : tensors) crc = crc32c(std::as_bytes(std::span<const float>(t)), crc);
+  return crc;
+}
+
 }  // namespace
 
 class ParameterServer::Impl final : public v1::ParameterServer::Service {
@@ -53,30 +98,21 @@ class ParameterServer::Impl final : public v1::ParameterServer::Service {
     QGRAD_CHECK(!options_.token.empty(), "ParameterServer: the token must not be empty");
     QGRAD_CHECK(options_.workers >= 1, "ParameterServer: workers must be >= 1, got ",
                 options_.workers);
-    QGRAD_CHECK(!options_.shape.empty(), "ParameterServer: the model shape is empty");
-    QGRAD_CHECK(options_.initial.size() == options_.shape.size(), "ParameterServer: ",
-                options_.initial.size(), " initial tensors for ", options_.shape.size(), " keys");
-    for (size_t k = 0; k < options_.shape.size(); ++k) {
-      QGRAD_CHECK(options_.initial[k].size() == options_.shape[k].size,
-                  "ParameterServer: initial value of key ", k, " ('", options_.shape[k].name,
-                  "') has ", options_.initial[k].size(), " elements, the shape says ",
-                  options_.shape[k].size);
-    }
-    QGRAD_CHECK(options_.lr >= 0.0f && std::isfinite(options_.lr),
-                "ParameterServer: lr must be finite and >= 0, got ", options_.lr);
     QGRAD_CHECK(options_.max_message_bytes >= 1024 && options_.max_message_bytes <= (1u << 31) - 1,
                 "ParameterServer: max_message_bytes must be in [1024, 2^31), got ",
                 options_.max_message_bytes);
-    // The server sees only the aggregate, never a worker's gradient, so optimizers that commit
-    // worker-side state from that gradient cannot run here.
-    QGRAD_CHECK(options_.optimizer.name != "signum" && !options_.optimizer.worker_momentum,
-                "ParameterServer: optimizer '", options_.optimizer.name,
-                (options_.optimizer.worker_momentum ? "' with worker_momentum" : "'"),
-                " keeps its state on the workers; the server supports sgd (momentum after the "
-                "exchange) and adam");
-    optimizer_ = make_optimizer(options_.optimizer);
-    optimizer_->init(options_.shape);
-    params_ = options_.initial;
+    if (!options_.shape.empty()) {
+      QGRAD_CHECK(options_.initial.size() == options_.shape.size(), "ParameterServer: ",
+                  options_.initial.size(), " initial tensors for ", options_.shape.size(),
+                  " keys");
+      for (size_t k = 0; k < options_.shape.size(); ++k) {
+        QGRAD_CHECK(options_.initial[k].size() == options_.shape[k].size,
+                    "ParameterServer: initial value of key ", k, " ('", options_.shape[k].name,
+                    "') has ", options_.initial[k].size(), " elements, the shape says ",
+                    options_.shape[k].size);
+      }
+      adopt(options_.shape, options_.initial, options_.optimizer, "the server's options");
+    }
     workers_.resize(options_.workers);
     pending_.resize(options_.workers);
 
@@ -105,6 +141,20 @@ class ParameterServer::Impl final : public v1::ParameterServer::Service {
     server_->Wait();
   }
 
+  // Takes the model: from the options, or (under mu_) from the first registration. The shape
+  // never changes afterwards, so decode_push may read it without the lock once model_ is set.
+  void adopt(std::vector<ParamShape> shape, std::vector<std::vector<float>> initial,
+             const OptimizerOptions& optimizer, std::string source) {
+    optimizer_ = make_optimizer(optimizer);  // checks the options
+    optimizer_->init(shape);                 // checks that names are unique
+    optimizer_options_ = optimizer;
+    shape_ = std::move(shape);
+    initial_crc_ = crc_of(initial);
+    params_ = std::move(initial);
+    model_source_ = std::move(source);
+    model_ = true;
+  }
+
   int port() const { return port_; }
 
   std::string address() const {
@@ -116,11 +166,15 @@ class ParameterServer::Impl final : public v1::ParameterServer::Service {
   ServerStats stats() const {
     std::lock_guard lock(mu_);
     ServerStats s;
+    s.has_model = model_;
+    s.keys = shape_.size();
+    for (const ParamShape& p : shape_) s.parameters += p.size;
     s.applied_steps = applied_;
     s.bytes_in = bytes_in_;
     s.bytes_out = bytes_out_;
     s.rejected = rejected_;
     for (const WorkerState& w : workers_) {
+      s.registered.push_back(w.registered);
       s.last_pushed_step.push_back(w.last_step);
       s.pushes.push_back(w.pushes);
       s.duplicates.push_back(w.duplicates);
@@ -211,6 +265,7 @@ class ParameterServer::Impl final : public v1::ParameterServer::Service {
   struct PendingPush {
     bool present = false;
     uint64_t request_id = 0;
+    float lr = 0;
     std::vector<std::vector<float>> decoded;
     std::vector<Aggregation> aggregation;
   };
@@ -248,40 +303,150 @@ class ParameterServer::Impl final : public v1::ParameterServer::Service {
   }
 
   grpc::Status do_register(const v1::RegisterRequest& req, v1::RegisterResponse* resp) {
+    const uint32_t id = req.worker_id();
     if (req.world_size() != options_.workers) {
-      return precondition(detail::concat("worker ", req.worker_id(), " expects ",
-                                         req.world_size(), " workers, the server runs with ",
-                                         options_.workers));
+      return precondition(detail::concat("worker ", id, " expects ", req.world_size(),
+                                         " workers, the server runs with ", options_.workers));
     }
-    if (req.worker_id() >= options_.workers) {
-      return invalid(detail::concat("worker id ", req.worker_id(), " is not below the world size ",
+    if (id >= options_.workers) {
+      return invalid(detail::concat("worker id ", id, " is not below the world size ",
                                     options_.workers));
     }
-    if (static_cast<size_t>(req.shape_size()) != options_.shape.size()) {
-      return invalid(detail::concat("worker ", req.worker_id(), " has ", req.shape_size(),
-                                    " parameters, the server holds ", options_.shape.size()));
-    }
-    for (size_t k = 0; k < options_.shape.size(); ++k) {
-      const v1::ParamShape& p = req.shape(static_cast<int>(k));
-      if (p.name() != options_.shape[k].name || p.size() != options_.shape[k].size) {
-        return invalid(detail::concat("key ", k, ": worker ", req.worker_id(), " has '", p.name(),
-                                      "' (", p.size(), " elements), the server holds '",
-                                      options_.shape[k].name, "' (", options_.shape[k].size,
-                                      " elements)"));
-      }
-    }
+    std::vector<ParamShape> shape;
+    for (const v1::ParamShape& p : req.shape()) shape.push_back({p.name(), p.size()});
     std::lock_guard lock(mu_);
-    WorkerState& w = workers_[req.worker_id()];
+    bool adopted = false;
+    if (!model_) {
+      if (grpc::Status s = adopt_from(req, std::move(shape)); !s.ok()) return s;
+      adopted = true;
+    } else if (grpc::Status s = compare(req, shape); !s.ok()) {
+      return s;
+    }
+    if (!run_adopted_) {
+      for (const v1::RunField& f : req.run()) run_.emplace_back(f.key(), f.value());
+      run_adopted_ = true;
+      run_source_ = detail::concat("worker ", id);
+    }
+    WorkerState& w = workers_[id];
     w.registered = true;
     w.last_seen = std::chrono::steady_clock::now();
     resp->set_step(applied_);
+    resp->set_adopted(adopted);
+    return grpc::Status::OK;
+  }
+
+  // Under mu_: the first registration of a server without a model gives it one.
+  grpc::Status adopt_from(const v1::RegisterRequest& req, std::vector<ParamShape> shape) {
+    const uint32_t id = req.worker_id();
+    if (shape.empty() || req.initial_size() == 0 || !req.has_optimizer()) {
+      return precondition(detail::concat(
+          "the server has no model yet: worker ", id, "'s registration must carry the shape of "
+          "its keys, their initial values and the optimizer (it carries ", shape.size(),
+          " keys, ", req.initial_size(), " initial tensors", req.has_optimizer() ? "" : ", no optimizer",
+          ")"));
+    }
+    if (static_cast<size_t>(req.initial_size()) != shape.size()) {
+      return invalid(detail::concat("worker ", id, " sends ", req.initial_size(),
+                                    " initial tensors for ", shape.size(), " keys"));
+    }
+    std::vector<std::vector<float>> initial(shape.size());
+    for (size_t k = 0; k < shape.size(); ++k) {
+      const std::string& bytes = req.initial(static_cast<int>(k));
+      if (bytes.size() != shape[k].size * sizeof(float)) {
+        return invalid(detail::concat("key ", k, " ('", shape[k].name, "'): the initial value has ",
+                                      bytes.size(), " bytes, the shape needs ",
+                                      shape[k].size * sizeof(float)));
+      }
+      initial[k].resize(shape[k].size);
+      std::memcpy(initial[k].data(), bytes.data(), bytes.size());
+      for (size_t j = 0; j < initial[k].size(); ++j) {
+        if (!std::isfinite(initial[k][j])) {
+          return invalid(detail::concat("key ", k, " ('", shape[k].name, "'): initial element ",
+                                        j, " is ", initial[k][j]));
+        }
+      }
+    }
+    try {
+      adopt(std::move(shape), std::move(initial), from_proto(req.optimizer()),
+            detail::concat("worker ", id));
+    } catch (const Error& e) {
+      return invalid(detail::concat("worker ", id, "'s model or optimizer: ", e.what()));
+    }
+    return grpc::Status::OK;
+  }
+
+  // Under mu_: a registration against the model the server has. The first difference is named.
+  grpc::Status compare(const v1::RegisterRequest& req, const std::vector<ParamShape>& shape) {
+    const uint32_t id = req.worker_id();
+    const auto refuse = [&](const std::string& what, const std::string& source) {
+      return precondition(detail::concat("worker ", id, " does not match this server's run: ",
+                                         what, " (adopted from ", source, ")"));
+    };
+    if (run_adopted_) {
+      for (const auto& [key, value] : run_) {
+        const auto it = std::find_if(req.run().begin(), req.run().end(),
+                                     [&](const v1::RunField& f) { return f.key() == key; });
+        if (it == req.run().end()) {
+          return refuse(detail::concat("run.", key, ": worker ", id, " does not send it"),
+                        run_source_);
+        }
+        if (it->value() != value) {
+          return refuse(detail::concat("run.", key, ": worker ", id, " has '", it->value(),
+                                       "', the server's run has '", value, "'"),
+                        run_source_);
+        }
+      }
+      for (const v1::RunField& f : req.run()) {
+        const bool known = std::any_of(run_.begin(), run_.end(),
+                                       [&](const auto& kv) { return kv.first == f.key(); });
+        if (!known) {
+          return refuse(detail::concat("run.", f.key(), ": worker ", id, " has '", f.value(),
+                                       "', the server's run has no such field"),
+                        run_source_);
+        }
+      }
+    }
+    if (shape.size() != shape_.size()) {
+      return refuse(detail::concat("worker ", id, " has ", shape.size(),
+                                   " keys for this server, the server holds ", shape_.size()),
+                    model_source_);
+    }
+    for (size_t k = 0; k < shape_.size(); ++k) {
+      if (shape[k].name != shape_[k].name || shape[k].size != shape_[k].size) {
+        return refuse(detail::concat("key ", k, ": worker ", id, " has '", shape[k].name, "' (",
+                                     shape[k].size, " elements), the server holds '",
+                                     shape_[k].name, "' (", shape_[k].size, " elements)"),
+                      model_source_);
+      }
+    }
+    if (req.has_optimizer()) {
+      const std::string diff =
+          optimizer_difference(from_proto(req.optimizer()), optimizer_options_, id);
+      if (!diff.empty()) return refuse(diff, model_source_);
+    }
+    if (req.initial_size() > 0) {
+      std::vector<std::vector<float>> initial;
+      for (int k = 0; k < req.initial_size() && static_cast<size_t>(k) < shape_.size(); ++k) {
+        const std::string& bytes = req.initial(k);
+        std::vector<float> v(bytes.size() / sizeof(float));
+        std::memcpy(v.data(), bytes.data(), v.size() * sizeof(float));
+        initial.push_back(std::move(v));
+      }
+      if (static_cast<size_t>(req.initial_size()) != shape_.size() ||
+          crc_of(initial) != initial_crc_) {
+        return refuse(detail::concat("initial values: worker ", id,
+                                     "'s differ from the adopted ones (another --seed or "
+                                     "model initialisation?)"),
+                      model_source_);
+      }
+    }
     return grpc::Status::OK;
   }
 
   // Decodes and checks every payload of a push without the lock: the expensive part, and a bad
   // push leaves no trace in the step state.
   grpc::Status decode_push(const v1::PushRequest& req, PendingPush& out) const {
-    const size_t keys = options_.shape.size();
+    const size_t keys = shape_.size();
     if (static_cast<size_t>(req.payloads_size()) != keys) {
       return invalid(detail::concat("push of worker ", req.worker_id(), " step ", req.step(),
                                     " carries ", req.payloads_size(), " keys, the server holds ",
@@ -295,7 +460,7 @@ class ParameterServer::Impl final : public v1::ParameterServer::Service {
       if (k >= keys) return invalid(detail::concat("key ", k, " does not exist (", keys, " keys)"));
       if (seen[k]) return invalid(detail::concat("key ", k, " appears twice in one push"));
       seen[k] = true;
-      const ParamShape& shape = options_.shape[k];
+      const ParamShape& shape = shape_[k];
       const std::span<const std::byte> payload = as_bytes(kp.payload());
       try {
         const std::unique_ptr<Codec> codec = codec_for_payload(payload);
@@ -331,11 +496,20 @@ class ParameterServer::Impl final : public v1::ParameterServer::Service {
       // A retry whose first attempt was counted: answer before decoding again.
       std::lock_guard lock(mu_);
       if (auto dup = check_duplicate(req, resp)) return *dup;
+      // Registered implies a model: shape_ is fixed from here on, decode_push reads it unlocked.
+      if (!workers_[id].registered) {
+        return precondition(detail::concat("worker ", id, " pushed before it registered"));
+      }
+    }
+    if (!std::isfinite(req.lr()) || req.lr() < 0.0f) {
+      return invalid(detail::concat("push of worker ", id, " step ", req.step(), ": lr ",
+                                    req.lr(), " is not a finite number >= 0"));
     }
     PendingPush push;
     if (grpc::Status s = decode_push(req, push); !s.ok()) return s;
     push.present = true;
     push.request_id = req.request_id();
+    push.lr = req.lr();
 
     std::unique_lock lock(mu_);
     // The step may have moved while we decoded.
@@ -355,11 +529,17 @@ class ParameterServer::Impl final : public v1::ParameterServer::Service {
                                          " with request id ", pending_[id].request_id,
                                          "; this push has request id ", req.request_id()));
     }
-    for (const PendingPush& other : pending_) {
+    for (uint32_t o = 0; o < options_.workers; ++o) {
+      const PendingPush& other = pending_[o];
       if (!other.present) continue;
+      if (std::bit_cast<uint32_t>(other.lr) != std::bit_cast<uint32_t>(push.lr)) {
+        return invalid(detail::concat("worker ", id, " pushed step ", req.step(), " with lr ",
+                                      push.lr, ", worker ", o, " with lr ", other.lr,
+                                      " (workers must run the same lr schedule)"));
+      }
       for (size_t k = 0; k < push.aggregation.size(); ++k) {
         if (other.aggregation[k] != push.aggregation[k]) {
-          return invalid(detail::concat("key ", k, " ('", options_.shape[k].name,
+          return invalid(detail::concat("key ", k, " ('", shape_[k].name,
                                         "'): this payload's codec aggregates by ",
                                         name(push.aggregation[k]), ", another worker's by ",
                                         name(other.aggregation[k]), " in the same step"));
@@ -398,7 +578,8 @@ class ParameterServer::Impl final : public v1::ParameterServer::Service {
 
   // Under mu_, once every worker has pushed step applied_.
   void apply_step() {
-    const float scale = optimizer_->compression_scale(options_.lr);
+    const float lr = pending_[0].lr;  // every push of the step carries the same (checked)
+    const float scale = optimizer_->compression_scale(lr);
     const float divisor = static_cast<float>(options_.workers);
     optimizer_->begin_update();
     std::vector<float> a;
@@ -415,8 +596,9 @@ class ParameterServer::Impl final : public v1::ParameterServer::Service {
       } else if (options_.workers > 1) {
         for (float& v : a) v = v / divisor;
       }
-      // The aggregate stands in for the gradient: the optimizers allowed here do not read it.
-      optimizer_->apply(k, params_[k], a, a, options_.lr);
+      // Only the shared half of the optimizer: worker-side state (Signum's momentum) stays on
+      // the workers, which commit it themselves.
+      optimizer_->update(k, params_[k], a, lr);
     }
     for (PendingPush& p : pending_) p = PendingPush{};
     pushed_ = 0;
@@ -430,6 +612,9 @@ class ParameterServer::Impl final : public v1::ParameterServer::Service {
                                     options_.workers));
     }
     std::unique_lock lock(mu_);
+    if (!workers_[req.worker_id()].registered) {
+      return precondition(detail::concat("worker ", req.worker_id(), " pulled before it registered"));
+    }
     if (req.step() > applied_ + 1) {
       return precondition(detail::concat("worker ", req.worker_id(), " pulls step ", req.step(),
                                          ", the server is collecting step ", applied_,
@@ -456,6 +641,15 @@ class ParameterServer::Impl final : public v1::ParameterServer::Service {
   }
 
   const ServerOptions options_;
+  // The model (set once, by the constructor or the first registration, under mu_).
+  bool model_ = false;
+  std::vector<ParamShape> shape_;
+  OptimizerOptions optimizer_options_;
+  uint32_t initial_crc_ = 0;
+  std::string model_source_;  // "worker 0" or "the server's options", for messages
+  std::vector<std::pair<std::string, std::string>> run_;
+  bool run_adopted_ = false;
+  std::string run_source_;
   std::unique_ptr<Optimizer> optimizer_;
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;

@@ -1,5 +1,13 @@
 // ParameterServer: holds the model for its keys, collects the workers' encoded pushes, aggregates
-// them, applies the optimizer and serves the new parameters (issue 5, first slice).
+// them, applies the optimizer and serves the new parameters (issue 5).
+//
+// The model: either given in ServerOptions (shape, initial values, optimizer: tests and
+// embedding), or, when ServerOptions::shape is empty (qgrad-ps, which knows no model), adopted
+// from the first worker that registers: the shape of the keys this server owns, their initial
+// values, the optimizer and the run's identity fields (model, data, codec, lr schedule, seed, ...).
+// Every later registration is compared with what was adopted and refused with
+// FAILED_PRECONDITION naming the first field that differs ("run.seed", "optimizer.momentum",
+// "key 3", "initial values").
 //
 // Synchronous mode only: step t is applied once every one of the `workers` workers has pushed it
 // (no timeout, no quorum yet). Per key the server decodes each payload with codec_for_payload,
@@ -7,10 +15,12 @@
 // arrival order:
 //   mean codecs            a = (1/W) sum_r D(p_r)
 //   majority-vote codecs   a = s(lr) * sign(sum_r D(p_r)), a tie counting as +1
-// and calls Optimizer::apply(a). As in the DistributedOptimizer, workers push s(lr) * T(g) (SGD:
-// lr * g), so an error memory on the worker stays in the units it has there. Optimizers that keep
-// state on the worker (signum, sgd worker_momentum) are refused: the server never sees the
-// worker's gradient they commit from.
+// and calls Optimizer::update(a) with the step's lr, which every push carries (all pushes of a
+// step must carry the same lr). As in the DistributedOptimizer, workers push s(lr) * T(g) (SGD:
+// lr * g), so an error memory on the worker stays in the units it has there. Optimizers with
+// state on the workers work as in the collective path: the worker computes T(g) from its own
+// momentum (Signum: m' = beta m + (1 - beta) g; sgd --worker-momentum) and commits it, the
+// server runs only the shared half (Signum: x -= lr (sgn(a) + wd x)).
 //
 // Pushes are idempotent: (worker, step, request_id) seen before is answered as a duplicate and
 // counted once. Every call must carry `authorization: Bearer <token>`. Bad payloads are refused
@@ -18,9 +28,8 @@
 //
 // Shaped for the later slices: the step state (pending pushes, applied steps) is kept apart from
 // the gRPC service, so a quorum timeout, an async mode with max staleness, checkpoints of
-// (params, optimizer export_state, applied_steps), a downlink codec (KeyValues.encoded_update),
-// TLS credentials and a key range per server (sharding) each slot in without changing the
-// protocol. The qgrad-ps binary will wrap this class.
+// (params, optimizer export_state, applied_steps), a downlink codec (KeyValues.encoded_update)
+// and TLS credentials each slot in without changing the protocol. tools/qgrad_ps.cc wraps it.
 //
 // Thread-safety: all public methods may be called from any thread; gRPC handlers run on gRPC's
 // own threads and share one mutex (a step's work is done by the push that completes it).
@@ -40,20 +49,24 @@ struct ServerOptions {
   std::string listen = "127.0.0.1:0";  // port 0: pick a free one, see ParameterServer::port()
   std::string token;                   // required; compared with every call's bearer token
   uint32_t workers = 1;                // W: pushes needed per step
-  std::vector<ParamShape> shape;       // key i is shape[i]
+  // The model, or nothing (shape empty): then it is adopted from the first registration.
+  std::vector<ParamShape> shape;            // key i is shape[i]
   std::vector<std::vector<float>> initial;  // the starting parameters, one per key
   OptimizerOptions optimizer;
-  float lr = 0.1f;
   // Largest request the server accepts; larger ones fail with RESOURCE_EXHAUSTED before they are
   // parsed. Responses (pulls) are not bounded by it.
   size_t max_message_bytes = 64u << 20;
 };
 
 struct ServerStats {
+  bool has_model = false;  // given in the options, or adopted from a registration
+  uint64_t parameters = 0;  // elements over every key
+  size_t keys = 0;
   uint64_t applied_steps = 0;
   uint64_t bytes_in = 0;
   uint64_t bytes_out = 0;
   uint64_t rejected = 0;
+  std::vector<bool> registered;           // per worker
   std::vector<int64_t> last_pushed_step;  // per worker, -1 before the first push
   std::vector<uint64_t> pushes;           // counted, duplicates left out
   std::vector<uint64_t> duplicates;
@@ -72,7 +85,7 @@ class ParameterServer {
   int port() const;
   std::string address() const;  // "127.0.0.1:<port>" style, for clients
   ServerStats stats() const;
-  // A copy of the current parameters, one vector per key.
+  // A copy of the current parameters, one vector per key (none before a model was adopted).
   std::vector<std::vector<float>> parameters() const;
   void shutdown();
 

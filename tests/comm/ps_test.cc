@@ -48,7 +48,6 @@ ServerOptions server_options(uint32_t workers) {
   o.shape = model();
   o.initial = random_tensors(1000);
   o.optimizer.name = "sgd";
-  o.lr = kLr;
   return o;
 }
 
@@ -92,7 +91,7 @@ std::vector<PullResult> run_workers(
         uint64_t step = client.register_worker(workers, model());
         for (; step < steps; ++step) {
           const auto payloads = make_push(r, step);
-          const PushResult p = client.push(step, /*request_id=*/step * 100 + r, payloads);
+          const PushResult p = client.push(step, /*request_id=*/step * 100 + r, payloads, kLr);
           EXPECT_FALSE(p.duplicate);
           pulled[r] = client.pull(step + 1);
         }
@@ -200,15 +199,15 @@ TEST(ParameterServer, DuplicatePushIsCountedOnce) {
   const auto p0 = encode(*none, random_tensors(1), 0, 0);
   const auto p1 = encode(*none, random_tensors(2), 1, 0);
 
-  EXPECT_FALSE(w0.push(0, 42, p0).duplicate);
-  const PushResult again = w0.push(0, 42, p0);  // a retry before the step is complete
+  EXPECT_FALSE(w0.push(0, 42, p0, kLr).duplicate);
+  const PushResult again = w0.push(0, 42, p0, kLr);  // a retry before the step is complete
   EXPECT_TRUE(again.duplicate);
   EXPECT_EQ(again.applied_steps, 0u);
   // Another request id for the same step is a second, different push: refused.
-  expect_rpc_error([&] { w0.push(0, 43, p0); }, grpc::StatusCode::ALREADY_EXISTS, "request id");
+  expect_rpc_error([&] { w0.push(0, 43, p0, kLr); }, grpc::StatusCode::ALREADY_EXISTS, "request id");
 
-  EXPECT_EQ(w1.push(0, 9, p1).applied_steps, 1u);
-  const PushResult late = w0.push(0, 42, p0);  // a retry after the step was applied
+  EXPECT_EQ(w1.push(0, 9, p1, kLr).applied_steps, 1u);
+  const PushResult late = w0.push(0, 42, p0, kLr);  // a retry after the step was applied
   EXPECT_TRUE(late.duplicate);
   EXPECT_EQ(late.applied_steps, 1u);
 
@@ -238,7 +237,7 @@ TEST(ParameterServer, ConcurrentRetriesOfOnePushAreCountedOnce) {
   std::vector<int> duplicate(kRetries, -1);
   std::vector<std::thread> threads;
   for (int i = 0; i < kRetries; ++i) {
-    threads.emplace_back([&, i] { duplicate[i] = w0.push(0, 42, p0).duplicate ? 1 : 0; });
+    threads.emplace_back([&, i] { duplicate[i] = w0.push(0, 42, p0, kLr).duplicate ? 1 : 0; });
   }
   for (std::thread& t : threads) t.join();
   EXPECT_EQ(std::count(duplicate.begin(), duplicate.end(), 0), 1);
@@ -264,7 +263,7 @@ TEST(ParameterServer, WrongOrMissingTokenIsUnauthenticated) {
   PsClient good(server.address(), kToken, 0);
   EXPECT_EQ(good.register_worker(1, model()), 0u);
   const auto none_codec = make_codec("none");
-  good.push(0, 1, encode(*none_codec, random_tensors(3), 0, 0));
+  good.push(0, 1, encode(*none_codec, random_tensors(3), 0, 0), kLr);
   EXPECT_EQ(good.pull(1).applied_steps, 1u);
   EXPECT_EQ(good.heartbeat(), 1u);
   EXPECT_EQ(server.stats().rejected, 4u);
@@ -279,27 +278,27 @@ TEST(ParameterServer, BadPayloadsAreInvalidArgumentAndTheServerGoesOn) {
 
   auto garbage = good;
   garbage[1] = std::vector<std::byte>(64, std::byte{0x5a});
-  expect_rpc_error([&] { client.push(0, 1, garbage); }, grpc::StatusCode::INVALID_ARGUMENT,
+  expect_rpc_error([&] { client.push(0, 1, garbage, kLr); }, grpc::StatusCode::INVALID_ARGUMENT,
                    "key 1 ('b')");
 
   auto flipped = good;
   flipped[0].back() ^= std::byte{0x01};  // the body CRC no longer matches
-  expect_rpc_error([&] { client.push(0, 2, flipped); }, grpc::StatusCode::INVALID_ARGUMENT,
+  expect_rpc_error([&] { client.push(0, 2, flipped, kLr); }, grpc::StatusCode::INVALID_ARGUMENT,
                    "key 0 ('w')");
 
   // A valid payload, but for a tensor of another shape.
   auto other_shape = good;
   other_shape[1] = qsgd->encode(std::vector<float>(6, 0.5f), RngKey{});
-  expect_rpc_error([&] { client.push(0, 3, other_shape); }, grpc::StatusCode::INVALID_ARGUMENT,
+  expect_rpc_error([&] { client.push(0, 3, other_shape, kLr); }, grpc::StatusCode::INVALID_ARGUMENT,
                    "the payload holds 6 elements, the key has 5");
 
   auto missing = good;
   missing.pop_back();
-  expect_rpc_error([&] { client.push(0, 4, missing); }, grpc::StatusCode::INVALID_ARGUMENT,
+  expect_rpc_error([&] { client.push(0, 4, missing, kLr); }, grpc::StatusCode::INVALID_ARGUMENT,
                    "every key");
 
   // Nothing of the refused pushes was kept: the good one completes step 0 on its own.
-  const PushResult p = client.push(0, 5, good);
+  const PushResult p = client.push(0, 5, good, kLr);
   EXPECT_FALSE(p.duplicate);
   EXPECT_EQ(p.applied_steps, 1u);
   Tensors x = server_options(1).initial;
@@ -315,15 +314,75 @@ TEST(ParameterServer, WrongShapeOrWorldSizeAtRegister) {
                    grpc::StatusCode::FAILED_PRECONDITION, "expects 3 workers");
   auto shape = model();
   shape[0].size += 1;
-  expect_rpc_error([&] { client.register_worker(2, shape); }, grpc::StatusCode::INVALID_ARGUMENT,
-                   "key 0");
+  expect_rpc_error([&] { client.register_worker(2, shape); },
+                   grpc::StatusCode::FAILED_PRECONDITION, "key 0: worker 0 has 'w' (38 elements)");
   PsClient stranger(server.address(), kToken, 5);
   expect_rpc_error([&] { stranger.register_worker(2, model()); },
                    grpc::StatusCode::INVALID_ARGUMENT, "worker id 5");
   // Pushing before registering is refused as well.
   const auto none = make_codec("none");
-  expect_rpc_error([&] { client.push(0, 1, encode(*none, random_tensors(1), 0, 0)); },
+  expect_rpc_error([&] { client.push(0, 1, encode(*none, random_tensors(1), 0, 0), kLr); },
                    grpc::StatusCode::FAILED_PRECONDITION, "registered");
+}
+
+TEST(ParameterServer, AdoptsTheModelFromTheFirstRegistration) {
+  ServerOptions o;
+  o.token = kToken;
+  o.workers = 2;  // no shape: a server like qgrad-ps
+  ParameterServer server(o);
+  EXPECT_FALSE(server.stats().has_model);
+  PsClient w0(server.address(), kToken, 0);
+  PsClient w1(server.address(), kToken, 1);
+  // A registration without a model cannot give the server one.
+  expect_rpc_error([&] { w0.register_worker(2, model()); }, grpc::StatusCode::FAILED_PRECONDITION,
+                   "no model yet");
+  RegisterModel m;
+  m.initial = random_tensors(1000);
+  m.optimizer = OptimizerOptions{};
+  m.optimizer->momentum = 0.9f;
+  m.run = {{"model", "mlp"}, {"seed", "1"}};
+  RegisterModel bad = m;
+  bad.initial[1].pop_back();
+  expect_rpc_error([&] { w0.register_worker(2, model(), bad); },
+                   grpc::StatusCode::INVALID_ARGUMENT, "key 1 ('b'): the initial value has 16");
+  const RegisterResult first = w0.register_worker(2, model(), m);
+  EXPECT_TRUE(first.adopted);
+  EXPECT_EQ(first.step, 0u);
+  EXPECT_EQ(server.parameters(), m.initial);
+  EXPECT_EQ(server.stats().parameters, 42u);
+
+  RegisterModel other = m;
+  other.run[1].second = "2";
+  expect_rpc_error([&] { w1.register_worker(2, model(), other); },
+                   grpc::StatusCode::FAILED_PRECONDITION,
+                   "run.seed: worker 1 has '2', the server's run has '1' (adopted from worker 0)");
+  other = m;
+  other.run.emplace_back("codec", "sign");
+  expect_rpc_error([&] { w1.register_worker(2, model(), other); },
+                   grpc::StatusCode::FAILED_PRECONDITION, "run.codec");
+  other = m;
+  other.optimizer->name = "adam";
+  other.optimizer->momentum = 0.0f;
+  expect_rpc_error([&] { w1.register_worker(2, model(), other); },
+                   grpc::StatusCode::FAILED_PRECONDITION, "optimizer.name: worker 1 sends 'adam'");
+  other = m;
+  other.initial[0][3] += 1.0f;
+  expect_rpc_error([&] { w1.register_worker(2, model(), other); },
+                   grpc::StatusCode::FAILED_PRECONDITION, "initial values");
+  EXPECT_FALSE(w1.register_worker(2, model(), m).adopted);
+
+  // Both push one step; the server's momentum SGD (adopted, mu = 0.9) applies the mean.
+  const auto none = make_codec("none");
+  const auto p0 = encode(*none, random_tensors(1), 0, 0);
+  const auto p1 = encode(*none, random_tensors(2), 1, 0);
+  w0.push(0, 1, p0, kLr);
+  // Pushes of one step must carry the same lr.
+  expect_rpc_error([&] { w1.push(0, 1, p1, 2 * kLr); }, grpc::StatusCode::INVALID_ARGUMENT,
+                   "same lr schedule");
+  EXPECT_EQ(w1.push(0, 2, p1, kLr).applied_steps, 1u);
+  Tensors x = m.initial;
+  sgd_reference_step(x, {decode(p0), decode(p1)}, false);  // first step: m = a, x -= m
+  EXPECT_EQ(w0.pull(1).params, x);
 }
 
 TEST(ParameterServer, OversizeMessageIsResourceExhausted) {
@@ -335,18 +394,21 @@ TEST(ParameterServer, OversizeMessageIsResourceExhausted) {
   const auto none = make_codec("none");
   auto big = encode(*none, random_tensors(5), 0, 0);
   big[0].resize(64 * 1024);
-  expect_rpc_error([&] { client.push(0, 1, big); }, grpc::StatusCode::RESOURCE_EXHAUSTED, "Push");
+  expect_rpc_error([&] { client.push(0, 1, big, kLr); }, grpc::StatusCode::RESOURCE_EXHAUSTED, "Push");
   // The same connection keeps working for messages within the bound.
-  EXPECT_EQ(client.push(0, 2, encode(*none, random_tensors(5), 0, 0)).applied_steps, 1u);
+  EXPECT_EQ(client.push(0, 2, encode(*none, random_tensors(5), 0, 0), kLr).applied_steps, 1u);
   EXPECT_EQ(client.pull(1).applied_steps, 1u);
 }
 
-TEST(ParameterServer, RejectsOptimizersWithWorkerState) {
+TEST(ParameterServer, RejectsBadOptions) {
   ServerOptions o = server_options(1);
-  o.optimizer.name = "signum";
+  o.token = "";
   EXPECT_THROW(ParameterServer{o}, InvalidArgument);
   o = server_options(1);
-  o.token = "";
+  o.optimizer.momentum = 1.5f;
+  EXPECT_THROW(ParameterServer{o}, InvalidArgument);
+  o = server_options(1);
+  o.initial.pop_back();
   EXPECT_THROW(ParameterServer{o}, InvalidArgument);
 }
 

@@ -1,0 +1,362 @@
+#include "comm/ps/worker.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <exception>
+#include <thread>
+
+#include "comm/communicator.h"
+#include "core/codec_registry.h"
+#include "core/error.h"
+#include "core/error_feedback.h"
+#include "core/simd/kernels.h"
+#include "core/timer.h"
+
+namespace qgrad::ps {
+namespace {
+
+std::string slice_name(const ParamShape& p, size_t offset, size_t size) {
+  return detail::concat(p.name, "[", offset, ":", offset + size, "]");
+}
+
+}  // namespace
+
+std::vector<PsKey> plan_keys(std::span<const ParamShape> params, size_t servers,
+                             size_t max_key_elements) {
+  QGRAD_CHECK(servers >= 1, "parameter server: no server given");
+  QGRAD_CHECK(max_key_elements >= 1, "parameter server: keys must hold at least one element");
+  // The flat order: parameters in reverse (backward's order), as the DistributedOptimizer's
+  // buckets.
+  std::vector<size_t> order;
+  size_t total = 0;
+  for (size_t i = params.size(); i-- > 0;) {
+    order.push_back(i);
+    total += params[i].size;
+  }
+  QGRAD_CHECK(total >= servers, "parameter server: the model has ", total,
+              " parameters (elements), fewer than the ", servers,
+              " servers; use fewer servers");
+  std::vector<PsKey> keys;
+  size_t cursor = 0;  // position in `order`
+  size_t within = 0;  // elements of params[order[cursor]] already assigned
+  for (size_t s = 0; s < servers; ++s) {
+    const ChunkRange range = balanced_chunk(total, static_cast<int>(servers), static_cast<int>(s));
+    const size_t n = range.size();
+    const size_t count = (n + max_key_elements - 1) / max_key_elements;
+    for (size_t k = 0; k < count; ++k) {
+      PsKey key;
+      key.server = static_cast<uint32_t>(s);
+      key.index = static_cast<uint32_t>(k);
+      key.size = balanced_chunk(n, static_cast<int>(count), static_cast<int>(k)).size();
+      size_t filled = 0;
+      while (filled < key.size) {
+        const size_t i = order[cursor];
+        const size_t take = std::min(params[i].size - within, key.size - filled);
+        if (take > 0) {
+          key.slices.push_back({i, within, filled, take});
+          filled += take;
+          within += take;
+        }
+        if (within == params[i].size) {
+          ++cursor;
+          within = 0;
+        }
+      }
+      // Parameters of size 0 between slices belong to no key; nothing to send for them.
+      const KeySlice& first = key.slices.front();
+      const KeySlice& last = key.slices.back();
+      key.name = slice_name(params[first.param], first.param_offset, first.size);
+      if (key.slices.size() > 2) {
+        key.name = detail::concat(key.name, "+(", key.slices.size() - 2, " more)");
+      }
+      if (key.slices.size() > 1) {
+        key.name = detail::concat(key.name, "+",
+                                  slice_name(params[last.param], last.param_offset, last.size));
+      }
+      keys.push_back(std::move(key));
+    }
+  }
+  return keys;
+}
+
+PsExchange::PsExchange(std::vector<ParamView> params, std::unique_ptr<Optimizer> optimizer,
+                       PsExchangeOptions options)
+    : params_(std::move(params)), optimizer_(std::move(optimizer)), options_(std::move(options)) {
+  QGRAD_CHECK(optimizer_ != nullptr, "parameter server worker: no optimizer given");
+  QGRAD_CHECK(!options_.servers.empty(), "parameter server worker: no server address given");
+  QGRAD_CHECK(options_.workers >= 1 && options_.worker_id < options_.workers,
+              "parameter server worker: worker id ", options_.worker_id,
+              " must be below the number of workers (", options_.workers, ")");
+  QGRAD_CHECK(options_.exchange.bucket_bytes >= 4, "parameter server worker: bucket_bytes must "
+              "hold at least one float");
+  QGRAD_CHECK(options_.push_attempts >= 1, "parameter server worker: push_attempts must be >= 1");
+  QGRAD_CHECK(options_.exchange.nan_policy == NanPolicy::kError,
+              "the nan policy 'skip-step' needs the workers to agree on skipping a step, which "
+              "the parameter-server path does not do yet; use --nan error");
+  codec_ = make_codec(options_.exchange.codec);
+  plain_codec_ = make_codec("none");
+  QGRAD_CHECK(!(options_.exchange.error_feedback &&
+                codec_->aggregation() == Aggregation::kMajorityVote),
+              "error feedback needs a codec whose decoded values estimate its input; '",
+              codec_->spec().str(),
+              "' sends a majority vote of signs. Use sign:scale=l1 for EF-signSGD, or turn "
+              "error feedback off for signSGD / Signum with majority vote");
+
+  std::vector<ParamShape> shapes;
+  for (const ParamView& p : params_) {
+    QGRAD_CHECK(p.value.size() == p.grad.size(), "parameter server worker: parameter '", p.name,
+                "' has ", p.value.size(), " values but ", p.grad.size(), " gradient elements");
+    shapes.push_back({p.name, p.value.size()});
+    elements_ += p.value.size();
+  }
+  optimizer_->init(shapes);
+  const size_t servers = options_.servers.size();
+  keys_ = plan_keys(shapes, servers, std::max<size_t>(1, options_.exchange.bucket_bytes / 4));
+  server_keys_.resize(servers);
+  memories_.resize(keys_.size());
+  key_buffers_.resize(keys_.size());
+  for (size_t k = 0; k < keys_.size(); ++k) {
+    server_keys_[keys_[k].server].push_back(k);
+    key_buffers_[k].assign(keys_[k].size, 0.0f);
+    if (options_.exchange.error_feedback &&
+        4 * keys_[k].size >= options_.exchange.min_compress_bytes) {
+      memories_[k] = std::make_unique<ErrorFeedback>(keys_[k].size);
+    }
+  }
+  contributions_.resize(params_.size());
+  for (size_t i = 0; i < params_.size(); ++i) contributions_[i].assign(params_[i].value.size(), 0);
+  counters_.pushes.assign(servers, 0);
+  counters_.resends.assign(servers, 0);
+  counters_.duplicates.assign(servers, 0);
+  counters_.bytes_pushed.assign(servers, 0);
+  counters_.bytes_pulled.assign(servers, 0);
+
+  for (size_t s = 0; s < servers; ++s) {
+    clients_.push_back(std::make_unique<PsClient>(options_.servers[s], options_.token,
+                                                  options_.worker_id, options_.client));
+    std::vector<ParamShape> shape;
+    RegisterModel model;
+    for (const size_t k : server_keys_[s]) {
+      const PsKey& key = keys_[k];
+      shape.push_back({key.name, key.size});
+      std::vector<float> initial(key.size);
+      for (const KeySlice& sl : key.slices) {
+        const auto value = params_[sl.param].value.subspan(sl.param_offset, sl.size);
+        std::copy(value.begin(), value.end(), initial.begin() + sl.key_offset);
+      }
+      model.initial.push_back(std::move(initial));
+    }
+    model.optimizer = optimizer_->options();
+    model.run = options_.run;
+    model.run.emplace_back("servers", std::to_string(servers));
+    model.run.emplace_back("shard", std::to_string(s));
+    const RegisterResult r = clients_[s]->register_worker(options_.workers, shape, model);
+    QGRAD_CHECK(r.step == 0, "parameter server ", options_.servers[s], " has applied ", r.step,
+                " steps of a run already; joining a running job is not implemented yet "
+                "(restart qgrad-ps to start a new run)");
+  }
+}
+
+PsExchange::~PsExchange() = default;
+
+std::string PsExchange::route() const {
+  return options_.servers.size() == 1 ? "ps" : detail::concat("ps x", options_.servers.size());
+}
+
+void PsExchange::begin_step(float lr) {
+  QGRAD_CHECK(std::isfinite(lr) && lr >= 0.0f, "learning rate must be finite and >= 0, got ",
+              lr);
+  begun_lr_ = lr;
+}
+
+void PsExchange::gradient_ready(size_t param_index) {
+  QGRAD_CHECK(param_index < params_.size(), "gradient_ready(", param_index, "): there are ",
+              params_.size(), " parameters");
+}
+
+PsCounters PsExchange::counters() const {
+  std::lock_guard lock(counters_mutex_);
+  return counters_;
+}
+
+StateDict PsExchange::export_state() const {
+  throw InvalidArgument(
+      "checkpoints of the parameter-server path are not implemented yet (server-side "
+      "checkpoints come with the next slice of issue 5); run without --checkpoint-dir");
+}
+
+void PsExchange::import_state(const StateDict&) { (void)export_state(); }
+
+PushResult PsExchange::push_with_retries(size_t s, uint64_t step, uint64_t request_id,
+                                         std::span<const std::vector<std::byte>> payloads,
+                                         float lr) {
+  for (int attempt = 1;; ++attempt) {
+    try {
+      PushResult r = clients_[s]->push(step, request_id, payloads, lr);
+      std::lock_guard lock(counters_mutex_);
+      counters_.bytes_pushed[s] += r.request_bytes;
+      if (attempt > 1) {
+        ++counters_.resends[s];
+        if (r.duplicate) ++counters_.duplicates[s];
+      }
+      return r;
+    } catch (const RpcError& e) {
+      // A transport failure may or may not have reached the server: the same request id makes
+      // the retry safe (the server counts it once).
+      const bool transient = e.code == grpc::StatusCode::UNAVAILABLE ||
+                             e.code == grpc::StatusCode::DEADLINE_EXCEEDED;
+      if (!transient || attempt >= options_.push_attempts) throw;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100 * attempt));
+    }
+  }
+}
+
+void PsExchange::run_server(size_t s, uint64_t step, float lr, ServerWork& work) {
+  const std::vector<size_t>& mine = server_keys_[s];
+  std::vector<std::vector<std::byte>> payloads(mine.size());
+  {
+    Stopwatch t(work.encode_s);
+    for (size_t j = 0; j < mine.size(); ++j) {
+      const size_t k = mine[j];
+      const PsKey& key = keys_[k];
+      std::vector<float>& c = key_buffers_[k];
+      for (const KeySlice& sl : key.slices) {
+        const std::vector<float>& from = contributions_[sl.param];
+        std::copy(from.begin() + static_cast<std::ptrdiff_t>(sl.param_offset),
+                  from.begin() + static_cast<std::ptrdiff_t>(sl.param_offset + sl.size),
+                  c.begin() + static_cast<std::ptrdiff_t>(sl.key_offset));
+      }
+      const bool compressed = step >= options_.exchange.warmup_steps &&
+                              4 * key.size >= options_.exchange.min_compress_bytes;
+      const RngKey rng{.seed = options_.exchange.seed,
+                       .step = step,
+                       .rank = options_.worker_id,
+                       .tensor = static_cast<uint32_t>(k),
+                       .bucket = 0};
+      const Codec& codec = compressed ? *codec_ : *plain_codec_;
+      payloads[j].resize(codec.max_encoded_bytes(key.size));
+      size_t n = 0;
+      if (compressed && memories_[k] != nullptr) {
+        // c already carries s(lr): factor 1 gives p = s(lr) T(g) + e (DESIGN.md section 4).
+        n = memories_[k]->encode(codec, c, 1.0f, rng, payloads[j]);
+      } else {
+        n = codec.encode(c, rng, payloads[j]);
+      }
+      payloads[j].resize(n);
+      work.compressed += compressed ? 1 : 0;
+    }
+  }
+  const uint64_t request_id = step + 1;  // one push per (worker, step); retries repeat it
+  PullResult pulled;
+  {
+    Stopwatch t(work.exchange_s);
+    const PushResult p = push_with_retries(s, step, request_id, payloads, lr);
+    work.sent += p.request_bytes;
+    {
+      std::lock_guard lock(counters_mutex_);
+      ++counters_.pushes[s];
+    }
+    if (options_.resend_every > 0 && (step + 1) % options_.resend_every == 0) {
+      // As a client whose response was lost: the same push again must be a duplicate.
+      const PushResult again = clients_[s]->push(step, request_id, payloads, lr);
+      work.sent += again.request_bytes;
+      std::lock_guard lock(counters_mutex_);
+      counters_.bytes_pushed[s] += again.request_bytes;
+      ++counters_.resends[s];
+      if (again.duplicate) ++counters_.duplicates[s];
+    }
+    pulled = clients_[s]->pull(step + 1);
+    work.received += pulled.response_bytes;
+    std::lock_guard lock(counters_mutex_);
+    counters_.bytes_pulled[s] += pulled.response_bytes;
+  }
+  QGRAD_CHECK(pulled.params.size() == mine.size(), "parameter server ", options_.servers[s],
+              " returned ", pulled.params.size(), " keys, this worker has ", mine.size());
+  Stopwatch t(work.decode_s);
+  for (size_t j = 0; j < mine.size(); ++j) {
+    const PsKey& key = keys_[mine[j]];
+    const std::vector<float>& v = pulled.params[j];
+    for (const KeySlice& sl : key.slices) {
+      std::copy(v.begin() + static_cast<std::ptrdiff_t>(sl.key_offset),
+                v.begin() + static_cast<std::ptrdiff_t>(sl.key_offset + sl.size),
+                params_[sl.param].value.begin() + static_cast<std::ptrdiff_t>(sl.param_offset));
+    }
+  }
+}
+
+StepStats PsExchange::step(float lr) {
+  QGRAD_CHECK(std::isfinite(lr) && lr >= 0.0f, "learning rate must be finite and >= 0, got ",
+              lr);
+  QGRAD_CHECK(begun_lr_ < 0 || begun_lr_ == lr, "step(", lr, ") in step ", step_,
+              " after begin_step(", begun_lr_, "): the learning rate must not change within a "
+              "step");
+  begun_lr_ = -1;
+  const WallClock clock;
+  StepStats stats;
+  stats.step = step_;
+  stats.lr = lr;
+  {
+    Stopwatch t(stats.prepare_s);
+    const float s = optimizer_->compression_scale(lr);
+    const float factor = options_.exchange.adversarial ? -s : s;
+    for (size_t i = 0; i < params_.size(); ++i) {
+      const ParamView& p = params_[i];
+      const size_t bad = simd::find_nonfinite(p.grad.data(), p.grad.size());
+      QGRAD_CHECK(bad == p.grad.size(), "step ", step_, ": non-finite gradient (NaN or Inf) in "
+                  "parameter '", p.name, "' at element ", bad, " on worker ", options_.worker_id);
+      std::vector<float>& c = contributions_[i];
+      optimizer_->contribution(i, p.grad, c);
+      if (factor != 1.0f) {
+        for (float& v : c) v = factor * v;
+      }
+      const size_t bad_c = simd::find_nonfinite(c.data(), c.size());
+      QGRAD_CHECK(bad_c == c.size(), "step ", step_, ": parameter '", p.name, "' element ", bad_c,
+                  " on worker ", options_.worker_id, ": its gradient is finite but what the "
+                  "optimizer sends (s(lr) * T(g)) is not (learning rate too large?)");
+    }
+  }
+  const size_t servers = clients_.size();
+  std::vector<ServerWork> work(servers);
+  std::vector<std::exception_ptr> errors(servers);
+  {
+    std::vector<std::thread> threads;
+    for (size_t s = 1; s < servers; ++s) {
+      threads.emplace_back([&, s] {
+        try {
+          run_server(s, step_, lr, work[s]);
+        } catch (...) {
+          errors[s] = std::current_exception();
+        }
+      });
+    }
+    try {
+      run_server(0, step_, lr, work[0]);
+    } catch (...) {
+      errors[0] = std::current_exception();
+    }
+    for (std::thread& t : threads) t.join();
+  }
+  for (const std::exception_ptr& e : errors) {
+    if (e) std::rethrow_exception(e);
+  }
+  {
+    Stopwatch t(stats.update_s);
+    for (size_t i = 0; i < params_.size(); ++i) optimizer_->commit(i, params_[i].grad);
+  }
+  for (const ServerWork& w : work) {
+    stats.encode_s += w.encode_s;
+    stats.exchange_s += w.exchange_s;
+    stats.decode_s += w.decode_s;
+    stats.bytes_sent += w.sent;
+    stats.bytes_received += w.received;
+    stats.compressed_buckets += w.compressed;
+  }
+  stats.raw_bytes = 4 * elements_;
+  stats.fp32_bytes_sent = 4 * elements_;  // pushing the contribution as plain fp32
+  stats.wait_s = clock.seconds();
+  ++step_;
+  return stats;
+}
+
+}  // namespace qgrad::ps

@@ -1,0 +1,82 @@
+// GradientExchange: the step pipeline as the worker loop (train/trainer.h) drives it, whatever
+// moves the gradients. Two implementations: DistributedOptimizer (optim/, collectives over a
+// Communicator: MPI or threads) and ps::PsExchange (comm/ps/, push to parameter servers and pull
+// the model back). Both start from the same worker-side contract (DESIGN.md section 4):
+//
+//   c = s(lr) * T(g) per parameter (Optimizer::contribution, negated for an adversary);
+//   p = c + e; send C(p); e = p - D(C(p))   (error feedback, optional, one memory per bucket/key)
+//
+// and end with the model's parameters updated by the aggregate of every worker's contribution.
+// One step: begin_step(lr) (optional, lets buckets go while backward runs), gradient_ready(i)
+// for each parameter as backward produces it, step(lr).
+// Thread-safety: gradient_ready() may be called from any thread; the rest from one thread.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "comm/strategies/compressed_allreduce.h"
+#include "core/codec.h"
+#include "optim/optimizer.h"
+
+namespace qgrad {
+
+// What one bucket (DistributedOptimizer) or one key (parameter server) did in a step.
+struct BucketStats {
+  Strategy strategy = Strategy::kPlain;  // what ran; kPlain (codec none) when uncompressed
+  bool compressed = false;
+  bool exchanged = false;    // false when a NaN stopped the step before this bucket
+  bool before_step = false;  // its exchange had finished when step() was called
+  uint64_t bytes_sent = 0;   // flag + data, as counted by the Communicator
+  uint64_t bytes_received = 0;
+  uint64_t raw_bytes = 0;        // 4 * elements: one fp32 copy of the bucket
+  uint64_t fp32_bytes_sent = 0;  // what the plain fp32 ring allreduce would send from this rank
+};
+
+struct StepStats {
+  uint64_t step = 0;  // the step's index (RngKey.step)
+  float lr = 0;
+  bool skipped = false;     // nan policy skip-step: nothing was updated
+  std::string skip_reason;  // names the parameter, element and rank
+  uint64_t bytes_sent = 0;
+  uint64_t bytes_received = 0;
+  uint64_t raw_bytes = 0;
+  uint64_t fp32_bytes_sent = 0;  // the plain fp32 ring's volume for the same buckets (baseline)
+  double prepare_s = 0;          // contribution c and the finiteness check, on the exchange thread
+  double encode_s = 0;           // from compressed_allreduce (worker and owner encodes)
+  double exchange_s = 0;         // inside collectives, the NaN flag included
+  double decode_s = 0;           // decoding, summing, voting, dividing by W
+  double update_s = 0;           // Optimizer::apply over every parameter
+  double wait_s = 0;             // how long step() waited for the exchange thread
+  size_t compressed_buckets = 0;
+  size_t overlapped_buckets = 0;  // buckets exchanged before step() was called
+  std::vector<BucketStats> buckets;
+};
+
+class GradientExchange {
+ public:
+  virtual ~GradientExchange() = default;
+
+  // This step's learning rate is known: exchanges may start while backward runs.
+  virtual void begin_step(float lr) = 0;
+  // The gradient of parameter i is final for this step. Once per parameter and step.
+  virtual void gradient_ready(size_t param_index) = 0;
+  // Finishes the step: every gradient is exchanged and the parameters hold the new values.
+  // Throws on failure; NaN handling per the implementation (DistributedOptimizer: nan policy).
+  virtual StepStats step(float lr) = 0;
+
+  // The gradient codec (compressed buckets/keys).
+  virtual const Codec& codec() const = 0;
+  // How gradients travel, for headers and metrics: "scatter-reduce", "majority", "ps", ...
+  virtual std::string route() const = 0;
+  // The optimizer this worker runs (its worker-side half, for the parameter server).
+  virtual const Optimizer& optimizer() const = 0;
+
+  // Checkpoint state of this worker (optimizer state and error memories), between steps.
+  virtual StateDict export_state() const = 0;
+  virtual void import_state(const StateDict& state) = 0;
+};
+
+}  // namespace qgrad

@@ -1,0 +1,250 @@
+// Training end to end through parameter servers on loopback: real gRPC servers (in this process)
+// and worker threads running the worker loop (train/trainer.h) with a PsExchange. Linear models
+// on synthetic data keep it quick.
+#include "train/ps_training.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <numeric>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "comm/local/local_communicator.h"
+#include "comm/ps/server.h"
+#include "train/data/data_spec.h"
+
+namespace qgrad {
+namespace {
+
+constexpr char kToken[] = "loopback-token";
+constexpr const char* kClasses =
+    "synthetic:kind=classification,rows=800,test=200,dim=16,classes=4,seed=5";
+
+TrainOptions options(const std::string& codec = "qsgd:bits=4,bucket=16") {
+  TrainOptions o;
+  o.model = "logistic";
+  o.data = kClasses;
+  o.lr = 0.05;
+  o.batch = 16;
+  o.epochs = 2;
+  o.seed = 11;
+  o.log_every = 4;
+  o.optimizer.name = "sgd";
+  o.optimizer.momentum = 0.9f;
+  o.exchange.codec = codec;
+  o.exchange.error_feedback = true;
+  // Small keys, so that each server holds several (the model has 68 parameters).
+  o.exchange.bucket_bytes = 64;
+  return o;
+}
+
+struct Cluster {
+  std::vector<std::unique_ptr<ps::ParameterServer>> servers;
+  std::vector<std::string> addresses;
+};
+
+Cluster start_servers(int count, uint32_t workers) {
+  Cluster c;
+  for (int s = 0; s < count; ++s) {
+    ps::ServerOptions so;
+    so.token = kToken;
+    so.workers = workers;  // no shape: the model is adopted from the first registration
+    c.servers.push_back(std::make_unique<ps::ParameterServer>(so));
+    c.addresses.push_back(c.servers.back()->address());
+  }
+  return c;
+}
+
+// Runs `workers` worker threads against fresh servers; returns every worker's result.
+std::vector<PsTrainResult> run_ps(int servers, uint32_t workers, const TrainOptions& o,
+                                  uint64_t resend_every = 0, Cluster* keep = nullptr) {
+  Cluster local = start_servers(servers, workers);
+  Cluster& cluster = keep != nullptr ? *keep : local;
+  if (keep != nullptr) *keep = std::move(local);
+  const DataSplit data = load_data(o.data);
+  std::vector<PsTrainResult> results(workers);
+  std::vector<std::string> errors(workers);
+  std::vector<std::thread> threads;
+  for (uint32_t w = 0; w < workers; ++w) {
+    threads.emplace_back([&, w] {
+      try {
+        PsTrainOptions p;
+        p.servers = cluster.addresses;
+        p.token = kToken;
+        p.worker_id = w;
+        p.workers = workers;
+        p.timeout = std::chrono::seconds(30);
+        p.resend_every = resend_every;
+        results[w] = train_with_ps(p, data, o);
+      } catch (const std::exception& e) {
+        errors[w] = e.what();
+      }
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  for (uint32_t w = 0; w < workers; ++w) EXPECT_EQ(errors[w], "") << "worker " << w;
+  return results;
+}
+
+TEST(PsTraining, FourWorkersOneServerTrainAndAgreeBitForBit) {
+  const TrainOptions o = options();
+  Cluster cluster;
+  const auto a = run_ps(1, 4, o, 0, &cluster);
+  ASSERT_EQ(a.size(), 4u);
+  const uint64_t steps = a[0].train.steps;
+  EXPECT_EQ(steps, 2u * 13);  // 800 rows / 4 workers / batch 16, rounded up, 2 epochs
+  for (const PsTrainResult& r : a) {
+    EXPECT_EQ(r.train.steps, steps);
+    EXPECT_EQ(r.train.params_crc, a[0].train.params_crc) << "workers ended apart";
+    // Every worker evaluates the whole test split with the same parameters.
+    EXPECT_EQ(r.train.final_eval.rows, 200u);
+    EXPECT_EQ(r.train.final_eval.accuracy, a[0].train.final_eval.accuracy);
+    EXPECT_GT(r.train.bytes_sent, 0u);
+    EXPECT_GT(r.train.bytes_received, 0u);
+  }
+  EXPECT_GT(a[0].train.final_eval.accuracy, 0.6);  // 4 classes: chance is 0.25
+  // The server applied every step once per worker; the same seed again gives the same bits.
+  const ps::ServerStats s = cluster.servers[0]->stats();
+  EXPECT_EQ(s.applied_steps, steps);
+  EXPECT_THAT(s.pushes, testing::Each(steps));
+  const auto b = run_ps(1, 4, o);
+  EXPECT_EQ(b[0].train.params_crc, a[0].train.params_crc);
+  EXPECT_EQ(b[0].train.losses, a[0].train.losses);
+}
+
+TEST(PsTraining, TwoServersCountEveryPushOnceAlsoWhenResent) {
+  const TrainOptions o = options();
+  Cluster cluster;
+  const auto r = run_ps(2, 4, o, /*resend_every=*/3, &cluster);
+  const uint64_t steps = r[0].train.steps;
+  ASSERT_GT(steps, 0u);
+  EXPECT_GT(r[0].keys, 2u);  // sharded: several keys over the two servers
+  for (size_t s = 0; s < 2; ++s) {
+    const ps::ServerStats st = cluster.servers[s]->stats();
+    EXPECT_EQ(st.applied_steps, steps) << "server " << s;
+    EXPECT_EQ(st.rejected, 0u);
+    for (uint32_t w = 0; w < 4; ++w) {
+      const ps::PsCounters& c = r[w].counters;
+      // Nothing lost, nothing twice: each step's push counted once, every resend a duplicate.
+      EXPECT_EQ(st.pushes[w], c.pushes[s]) << "server " << s << " worker " << w;
+      EXPECT_EQ(st.pushes[w], steps);
+      EXPECT_EQ(c.resends[s], steps / 3);
+      EXPECT_EQ(st.duplicates[w], c.resends[s]);
+      EXPECT_EQ(c.duplicates[s], c.resends[s]);
+    }
+  }
+  for (const PsTrainResult& w : r) EXPECT_EQ(w.train.params_crc, r[0].train.params_crc);
+  // Resending changed nothing: the same run without resends ends with the same bits. (One
+  // server would not: the keys, hence qsgd's buckets and random streams, are cut differently.)
+  const auto plain = run_ps(2, 4, o);
+  EXPECT_EQ(plain[0].train.params_crc, r[0].train.params_crc);
+}
+
+// The sum of the majority vote is exact whatever its order, so Signum with `sign` must give the
+// bits of the collective path (threads, majority strategy).
+TEST(PsTraining, SignumMajorityVoteMatchesTheCollectivePath) {
+  TrainOptions o = options("sign");
+  o.optimizer.name = "signum";
+  o.optimizer.momentum = 0.9f;
+  o.exchange.error_feedback = false;
+  o.lr = 0.01;
+  const auto ps = run_ps(2, 4, o);
+  std::vector<uint32_t> crc(4);
+  const DataSplit data = load_data(o.data);
+  run_local(4, [&](Communicator& comm) { crc[comm.rank()] = train(comm, data, o).params_crc; });
+  EXPECT_EQ(ps[0].train.params_crc, crc[0]);
+  EXPECT_GT(ps[0].train.final_eval.accuracy, 0.6);
+}
+
+// One worker with codec none: a = c exactly on both paths, so SGD with momentum gives the bits
+// of the collective path with one rank.
+TEST(PsTraining, OneWorkerMatchesOneRank) {
+  TrainOptions o = options("none");
+  o.exchange.error_feedback = false;
+  const auto ps = run_ps(2, 1, o);
+  const DataSplit data = load_data(o.data);
+  uint32_t crc = 0;
+  run_local(1, [&](Communicator& comm) { crc = train(comm, data, o).params_crc; });
+  EXPECT_EQ(ps[0].train.params_crc, crc);
+}
+
+TEST(PsTraining, AnotherRunIsRefusedNamingTheField) {
+  Cluster cluster = start_servers(1, 2);
+  const DataSplit data = load_data(kClasses);
+  // Worker 0 registers and waits in its first pull for worker 1, which never comes: it gives up
+  // after its deadline.
+  std::thread first([&] {
+    PsTrainOptions p{cluster.addresses, kToken, 0, 2, std::chrono::milliseconds(1500)};
+    EXPECT_THROW(train_with_ps(p, data, options()), CommError);
+  });
+  // Wait until worker 0's registration gave the server its model.
+  for (int i = 0; i < 200 && !cluster.servers[0]->stats().has_model; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  TrainOptions other = options();
+  other.seed = 12;
+  PsTrainOptions p{cluster.addresses, kToken, 1, 2, std::chrono::seconds(5)};
+  // (The loop's set-up reports failures as InvalidArgument with the RpcError's message.)
+  try {
+    train_with_ps(p, data, other);
+    ADD_FAILURE() << "a worker with another seed was accepted";
+  } catch (const Error& e) {
+    EXPECT_THAT(e.what(), testing::HasSubstr("FAILED_PRECONDITION"));
+    EXPECT_THAT(e.what(), testing::HasSubstr("run.seed: worker 1 has '12', the server's run "
+                                             "has '11'"));
+  }
+  TrainOptions momentum = options();
+  momentum.optimizer.momentum = 0.5f;
+  try {
+    train_with_ps(p, data, momentum);
+    ADD_FAILURE() << "a worker with another momentum was accepted";
+  } catch (const Error& e) {
+    EXPECT_THAT(e.what(), testing::HasSubstr("optimizer.momentum: worker 1 sends 0.5"));
+  }
+  PsTrainOptions bad = p;
+  bad.token = "wrong";
+  try {
+    train_with_ps(bad, data, options());
+    ADD_FAILURE() << "a wrong token was accepted";
+  } catch (const Error& e) {
+    EXPECT_THAT(e.what(), testing::HasSubstr("UNAUTHENTICATED"));
+  }
+  first.join();
+}
+
+TEST(PsTraining, KeysAreBalancedByBytes) {
+  const std::vector<ParamShape> mlp = {
+      {"fc1.weight", 200704}, {"fc1.bias", 256}, {"fc2.weight", 2560}, {"fc2.bias", 10}};
+  for (size_t servers : {1, 2, 3, 5}) {
+    const auto keys = ps::plan_keys(mlp, servers, 1 << 20);
+    std::vector<size_t> per_server(servers, 0);
+    std::vector<size_t> per_param(mlp.size(), 0);
+    for (const ps::PsKey& k : keys) {
+      per_server[k.server] += k.size;
+      size_t covered = 0;
+      for (const ps::KeySlice& s : k.slices) {
+        per_param[s.param] += s.size;
+        EXPECT_EQ(s.key_offset, covered);
+        covered += s.size;
+      }
+      EXPECT_EQ(covered, k.size);
+    }
+    const auto [lo, hi] = std::minmax_element(per_server.begin(), per_server.end());
+    EXPECT_LE(*hi - *lo, 1u) << servers << " servers";
+    for (size_t i = 0; i < mlp.size(); ++i) EXPECT_EQ(per_param[i], mlp[i].size);
+  }
+  // Reverse order: the first key starts with the last parameter.
+  EXPECT_EQ(ps::plan_keys(mlp, 2, 1 << 20)[0].name.rfind("fc2.bias[0:10]", 0), 0u);
+  // Keys no larger than asked.
+  for (const ps::PsKey& k : ps::plan_keys(mlp, 2, 50000)) EXPECT_LE(k.size, 50000u);
+  EXPECT_THROW(ps::plan_keys(std::vector<ParamShape>{{"w", 1}}, 2, 10), InvalidArgument);
+}
+
+}  // namespace
+}  // namespace qgrad

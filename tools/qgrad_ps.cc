@@ -1,0 +1,232 @@
+// qgrad-ps: a parameter server for qgrad-train --ps (comm/ps/server.h).
+//
+//   qgrad-ps --listen 127.0.0.1:7070 --workers 4 --token-file token.txt [--metrics ps.jsonl]
+//
+// Knows no model: it adopts the shape of its keys, their initial values, the optimizer and the
+// run's identity from the first worker that registers, and refuses workers of another run
+// (FAILED_PRECONDITION naming the field). Prints where it listens (with port 0, the port it
+// got), the adopted model, progress (applied steps, bytes in and out) at most every 2 s while
+// steps are applied, and a summary when it stops. Stops cleanly on SIGINT or SIGTERM.
+// Exit status: 0 stopped by a signal, 1 cannot listen, 2 bad command line.
+#include <CLI/CLI.hpp>
+#include <cerrno>
+#include <csignal>
+#include <cstdio>
+#include <ctime>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <numeric>
+#include <string>
+
+#include "comm/ps/client.h"
+#include "comm/ps/server.h"
+#include "core/error.h"
+#include "core/timer.h"
+
+namespace {
+
+std::string megabytes(uint64_t bytes) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1f MB", static_cast<double>(bytes) / 1e6);
+  return buf;
+}
+
+uint64_t total(const std::vector<uint64_t>& v) {
+  return std::accumulate(v.begin(), v.end(), uint64_t{0});
+}
+
+// One JSON line per record, flushed at once: a killed server leaves whole lines only.
+class MetricsFile {
+ public:
+  explicit MetricsFile(const std::string& path) : path_(path) {
+    if (path.empty()) return;
+    file_ = std::fopen(path.c_str(), "w");
+    if (file_ == nullptr) {
+      throw qgrad::InvalidArgument(qgrad::detail::concat("--metrics: cannot write '", path, "'"));
+    }
+  }
+  ~MetricsFile() {
+    if (file_ != nullptr) std::fclose(file_);
+  }
+  void write(const nlohmann::json& record) {
+    if (file_ == nullptr) return;
+    const std::string line = record.dump() + "\n";
+    std::fwrite(line.data(), 1, line.size(), file_);
+    std::fflush(file_);
+  }
+
+ private:
+  std::string path_;
+  std::FILE* file_ = nullptr;
+};
+
+nlohmann::json record(const qgrad::ps::ServerStats& s, double seconds) {
+  return {{"role", "server"},
+          {"step", s.applied_steps},
+          {"seconds", seconds},
+          // Section 5's names from the server's side: what it received and sent.
+          {"bytes_received", s.bytes_in},
+          {"bytes_sent", s.bytes_out},
+          {"pushes", total(s.pushes)},
+          {"duplicates", total(s.duplicates)},
+          {"rejected", s.rejected}};
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"qgrad-ps: a parameter server for qgrad-train --ps (synchronous mode)."};
+  std::string listen, token_file, metrics_path, max_message = "64MiB";
+  uint32_t workers = 0;
+  uint64_t log_every = 10;
+  double progress_seconds = 2;
+  bool quiet = false;
+  app.add_option("--listen", listen, "HOST:PORT to listen on (port 0: any free port)")
+      ->required();
+  app.add_option("--workers", workers, "workers per step (each step waits for all of them)")
+      ->required();
+  app.add_option("--token-file", token_file, "file holding the shared token workers must send")
+      ->required();
+  app.add_option("--max-message-bytes", max_message,
+                 "largest request accepted, e.g. 64MiB (larger: RESOURCE_EXHAUSTED)")
+      ->capture_default_str();
+  app.add_option("--metrics", metrics_path, "JSON-lines server metrics (bytes, pushes, steps)");
+  app.add_option("--log-every", log_every, "applied steps between metrics records")
+      ->capture_default_str();
+  app.add_option("--progress-seconds", progress_seconds, "at most one progress line per this")
+      ->capture_default_str();
+  app.add_flag("--quiet", quiet, "no progress lines (the listening line is still printed)");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int code = app.exit(e);
+    return code == 0 ? 0 : 2;
+  }
+
+  qgrad::ps::ServerOptions options;
+  std::unique_ptr<MetricsFile> metrics;
+  try {
+    QGRAD_CHECK(workers >= 1 && workers <= 65536, "--workers must be in 1..65536, got ", workers);
+    QGRAD_CHECK(log_every >= 1, "--log-every must be >= 1");
+    QGRAD_CHECK(listen.find(':') != std::string::npos, "--listen: '", listen,
+                "' is not HOST:PORT");
+    size_t pos = 0;
+    unsigned long long bytes = 0;
+    try {
+      bytes = std::stoull(max_message, &pos);
+    } catch (const std::exception&) {
+      pos = 0;
+    }
+    const std::string unit = max_message.substr(pos);
+    QGRAD_CHECK(pos > 0 && (unit.empty() || unit == "B" || unit == "KiB" || unit == "MiB"),
+                "--max-message-bytes: '", max_message, "' is not a byte count (e.g. 64MiB)");
+    bytes <<= unit == "KiB" ? 10 : unit == "MiB" ? 20 : 0;
+    QGRAD_CHECK(bytes >= 1024 && bytes < (1ull << 31), "--max-message-bytes must be in [1KiB, "
+                "2GiB), got ", max_message);
+    options.listen = listen;
+    options.workers = workers;
+    options.token = qgrad::ps::read_token_file(token_file);
+    options.max_message_bytes = static_cast<size_t>(bytes);
+    metrics = std::make_unique<MetricsFile>(metrics_path);
+  } catch (const qgrad::Error& e) {
+    std::fprintf(stderr, "qgrad-ps: %s\n", e.what());
+    return 2;
+  }
+
+  // SIGINT/SIGTERM are blocked in every thread (gRPC's inherit the mask) and taken by
+  // sigtimedwait below, which also paces the progress lines.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+
+  std::unique_ptr<qgrad::ps::ParameterServer> server;
+  try {
+    server = std::make_unique<qgrad::ps::ParameterServer>(options);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "qgrad-ps: %s\n", e.what());
+    return 1;
+  }
+  const std::string where =
+      listen.substr(0, listen.rfind(':')) + ":" + std::to_string(server->port());
+  std::printf("qgrad-ps: listening on %s for %u workers (max message %s)\n", where.c_str(),
+              workers, megabytes(options.max_message_bytes).c_str());
+  std::fflush(stdout);
+
+  const qgrad::WallClock clock;
+  bool announced = false;
+  uint64_t logged = 0;
+  double last_print = -1e9;
+  uint64_t printed_step = 0;
+  // Step times from the polls: when steps were first seen applied, and when the count last moved.
+  double first_seen = -1, last_moved = 0;
+  uint64_t first_steps = 0, last_steps = 0;
+  int signal_number = 0;
+  for (;;) {
+    timespec wait{0, 200'000'000};
+    const int got = sigtimedwait(&stop_signals, nullptr, &wait);
+    if (got > 0) {
+      signal_number = got;
+      break;
+    }
+    const qgrad::ps::ServerStats s = server->stats();
+    const double now = clock.seconds();
+    if (s.has_model && !announced) {
+      announced = true;
+      std::printf("qgrad-ps: model adopted: %zu keys, %llu parameters (%s as fp32)\n", s.keys,
+                  static_cast<unsigned long long>(s.parameters),
+                  megabytes(4 * s.parameters).c_str());
+      std::fflush(stdout);
+    }
+    if (s.applied_steps > 0 && first_seen < 0) {
+      first_seen = now;
+      first_steps = s.applied_steps;
+    }
+    if (s.applied_steps != last_steps) {
+      last_steps = s.applied_steps;
+      last_moved = now;
+    }
+    if (s.applied_steps >= logged + log_every) {
+      logged = s.applied_steps - s.applied_steps % log_every;
+      metrics->write(record(s, now));
+    }
+    if (!quiet && s.applied_steps > printed_step && now - last_print >= progress_seconds) {
+      last_print = now;
+      printed_step = s.applied_steps;
+      std::printf("step %llu  pushes %llu (duplicates %llu)  in %s  out %s  rejected %llu  "
+                  "[%.1f s]\n",
+                  static_cast<unsigned long long>(s.applied_steps),
+                  static_cast<unsigned long long>(total(s.pushes)),
+                  static_cast<unsigned long long>(total(s.duplicates)), megabytes(s.bytes_in).c_str(),
+                  megabytes(s.bytes_out).c_str(), static_cast<unsigned long long>(s.rejected),
+                  now);
+      std::fflush(stdout);
+    }
+  }
+
+  server->shutdown();
+  const qgrad::ps::ServerStats s = server->stats();
+  const double seconds = clock.seconds();
+  nlohmann::json summary = record(s, seconds);
+  summary["summary"] = true;
+  summary["workers"] = workers;
+  summary["keys"] = s.keys;
+  summary["parameters"] = s.parameters;
+  // Between the polls that saw the first and the last steps (not the wait for workers before,
+  // nor the idle time after): within 0.2 s at each end.
+  summary["step_seconds"] =
+      last_steps > first_steps
+          ? (last_moved - first_seen) / static_cast<double>(last_steps - first_steps)
+          : 0.0;
+  metrics->write(summary);
+  std::printf("qgrad-ps: stopped by %s after %llu applied steps; received %s, sent %s, "
+              "%llu pushes (%llu duplicates), %llu calls rejected\n",
+              signal_number == SIGINT ? "SIGINT" : "SIGTERM",
+              static_cast<unsigned long long>(s.applied_steps), megabytes(s.bytes_in).c_str(),
+              megabytes(s.bytes_out).c_str(), static_cast<unsigned long long>(total(s.pushes)),
+              static_cast<unsigned long long>(total(s.duplicates)),
+              static_cast<unsigned long long>(s.rejected));
+  std::fflush(stdout);
+  return 0;
+}
