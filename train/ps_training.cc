@@ -22,6 +22,7 @@ class SharedExchange final : public GradientExchange {
   const Optimizer& optimizer() const override { return x_->optimizer(); }
   StateDict export_state() const override { return x_->export_state(); }
   void import_state(const StateDict& state) override { x_->import_state(state); }
+  uint64_t first_step() const override { return x_->first_step(); }
 
  private:
   std::shared_ptr<ps::PsExchange> x_;
@@ -63,6 +64,7 @@ PsTrainResult train_with_ps(const PsTrainOptions& ps, const DataSplit& data,
                          po.client.deadline = std::max(ps.timeout / 10,
                                                        std::chrono::milliseconds(10'000));
                          po.resend_every = ps.resend_every;
+                         po.reconnect_for = ps.timeout;
                          exchange = std::make_shared<ps::PsExchange>(
                              std::move(params), make_optimizer(o.optimizer), std::move(po));
                          return std::make_unique<SharedExchange>(exchange);

@@ -223,11 +223,14 @@ ServerStats PsClient::status() {
   s.bytes_in = resp.bytes_in();
   s.bytes_out = resp.bytes_out();
   s.rejected = resp.rejected();
+  s.quorum_steps = resp.quorum_steps();
+  s.checkpoint_step = resp.checkpoint_step();
   for (const v1::WorkerStatus& w : resp.workers()) {
     s.registered.push_back(w.registered());
     s.last_pushed_step.push_back(w.last_pushed_step());
     s.pushes.push_back(w.pushes());
     s.duplicates.push_back(w.duplicates());
+    s.missed.push_back(w.missed());
   }
   return s;
 }
