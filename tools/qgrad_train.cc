@@ -254,8 +254,9 @@ int main(int argc, char** argv) {
       QGRAD_CHECK(ranks <= 1, "--ranks with --ps: each worker is one process (or use mpirun "
                   "without --ps)");
       QGRAD_CHECK(o.checkpoint_dir.empty() && !o.resume,
-                  "--checkpoint-dir/--resume with --ps: not implemented yet (server checkpoints "
-                  "come with the next slice)");
+                  "--checkpoint-dir/--resume with --ps: workers write no checkpoints; the "
+                  "servers do (qgrad-ps --checkpoint-dir) and a restarted worker rejoins at their "
+                  "step");
       QGRAD_CHECK(nan == "error", "--nan skip-step with --ps: not implemented yet (the workers "
                   "would have to agree on skipping)");
       QGRAD_CHECK(strategy == "auto", "--strategy with --ps: the servers aggregate");

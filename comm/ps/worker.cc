@@ -251,8 +251,9 @@ PsCounters PsExchange::counters() const {
 
 StateDict PsExchange::export_state() const {
   throw InvalidArgument(
-      "checkpoints of the parameter-server path are not implemented yet (server-side "
-      "checkpoints come with the next slice of issue 5); run without --checkpoint-dir");
+      "workers of the parameter-server path write no checkpoints: the servers do (qgrad-ps "
+      "--checkpoint-dir) and a restarted worker rejoins at their step; run without "
+      "--checkpoint-dir");
 }
 
 void PsExchange::import_state(const StateDict&) { (void)export_state(); }
@@ -297,7 +298,8 @@ uint64_t PsExchange::run_server(size_t s, uint64_t step, float lr, ServerWork& w
   const uint64_t request_id = step + 1;  // one push per (worker, step); retries repeat it
   const auto transient = [](const RpcError& e) {
     return e.code == grpc::StatusCode::UNAVAILABLE ||
-           e.code == grpc::StatusCode::DEADLINE_EXCEEDED;
+           e.code == grpc::StatusCode::DEADLINE_EXCEEDED ||
+           e.code == grpc::StatusCode::CANCELLED;
   };
   const auto give_up = std::chrono::steady_clock::now() + options_.reconnect_for;
   bool lost = false;  // the server did not (or no longer) count this push
@@ -358,8 +360,11 @@ uint64_t PsExchange::run_server(size_t s, uint64_t step, float lr, ServerWork& w
       break;
     } catch (const RpcError& e) {
       // DEADLINE_EXCEEDED here means the step was not applied in time (workers missing and no
-      // quorum): that is an error, not a reason to wait longer.
-      if (e.code != grpc::StatusCode::UNAVAILABLE) throw;
+      // quorum): that is an error, not a reason to wait longer. CANCELLED comes from a server
+      // shutting down (this worker never cancels its calls): as UNAVAILABLE.
+      if (e.code != grpc::StatusCode::UNAVAILABLE && e.code != grpc::StatusCode::CANCELLED) {
+        throw;
+      }
     }
     const uint64_t at = reconnect(s, give_up, "Pull");
     if (at < target && at < step) {  // restarted from a checkpoint before this step
@@ -386,6 +391,10 @@ StepStats PsExchange::step(float lr) {
               " after begin_step(", begun_lr_, "): the learning rate must not change within a "
               "step");
   begun_lr_ = -1;
+  if (options_.stop_after > 0 && step_ >= options_.stop_after) {
+    throw CommError(detail::concat("worker ", options_.worker_id, " stopped at step ", step_,
+                                   " (test hook stop_after)"));
+  }
   const WallClock clock;
   StepStats stats;
   stats.step = step_;

@@ -101,6 +101,9 @@ struct PsExchangeOptions {
   // Tests: every K-th step's push is sent a second time with the same request id, as a client
   // whose response got lost would; the server must answer it as a duplicate (0: never).
   uint64_t resend_every = 0;
+  // Tests: after this many steps the worker falls silent, as a killed process would: step()
+  // throws CommError before pushing anything more (0: never).
+  uint64_t stop_after = 0;
   // How long a server may stay unreachable before the worker gives up (see the top of the file).
   std::chrono::milliseconds reconnect_for{60'000};
 };
