@@ -128,7 +128,8 @@ void expect_code(const std::function<void()>& call, grpc::StatusCode code,
 TEST(PsFault, QuorumAfterTheTimeoutAveragesThePushesItHasAndReportsTheMissing) {
   Log log;
   ServerOptions o = options(3, log);
-  o.timeout = std::chrono::milliseconds(300);  // quorum: the default majority, 2 of 3
+  // Long enough that "did not wait for the timeout" holds on a loaded 2-core machine.
+  o.timeout = std::chrono::milliseconds(1000);  // quorum: the default majority, 2 of 3
   ParameterServer server(o);
   PsClient w0(server.address(), kToken, 0), w1(server.address(), kToken, 1),
       w2(server.address(), kToken, 2);
@@ -140,8 +141,8 @@ TEST(PsFault, QuorumAfterTheTimeoutAveragesThePushesItHasAndReportsTheMissing) {
   w1.push(0, 1, push_of(3.0f), kLr);
   const PullResult after0 = w0.pull(1);
   const double waited = seconds_since(start);
-  EXPECT_GE(waited, 0.29);  // it did wait for worker 2 ...
-  EXPECT_LT(waited, 5.0);   // ... but not forever
+  EXPECT_GE(waited, 0.99);  // it did wait for worker 2 ...
+  EXPECT_LT(waited, 6.0);   // ... but not forever
   // The mean over the two that pushed (2), not over three: x = 1 + 0.25 j - 2.
   const Tensors initial = filled(1.0f);
   for (size_t k = 0; k < initial.size(); ++k) {
@@ -165,7 +166,7 @@ TEST(PsFault, QuorumAfterTheTimeoutAveragesThePushesItHasAndReportsTheMissing) {
   w0.push(1, 2, push_of(1.0f), kLr);
   w1.push(1, 2, push_of(1.0f), kLr);
   EXPECT_EQ(w1.pull(2).applied_steps, 2u);
-  EXPECT_LT(seconds_since(start1), 0.25);
+  EXPECT_LT(seconds_since(start1), 0.8);
 
   // Worker 2's late push of step 0 is refused, clearly; nothing of it is counted.
   expect_code([&] { w2.push(0, 1, push_of(100.0f), kLr); }, grpc::StatusCode::ABORTED,
@@ -183,7 +184,7 @@ TEST(PsFault, QuorumAfterTheTimeoutAveragesThePushesItHasAndReportsTheMissing) {
   w1.push(2, 3, push_of(2.0f), kLr);
   w2.push(2, 3, push_of(3.0f), kLr);
   EXPECT_EQ(w2.pull(3).applied_steps, 3u);
-  EXPECT_LT(seconds_since(start2), 0.25);
+  EXPECT_LT(seconds_since(start2), 0.8);
   s = server.stats();
   EXPECT_EQ(s.quorum_steps, 2u);  // steps 0 and 1 went without worker 2
   EXPECT_EQ(s.missed, (std::vector<uint64_t>{0, 0, 2}));
