@@ -121,6 +121,10 @@ int main(int argc, char** argv) {
                  "write checkpoints here; resume from the one found here at start");
   app.add_option("--checkpoint-every", checkpoint_every, "applied steps between checkpoints")
       ->capture_default_str();
+  std::string tls_cert, tls_key, tls_ca;
+  app.add_option("--tls-cert", tls_cert, "serve TLS with this certificate (PEM; with --tls-key)");
+  app.add_option("--tls-key", tls_key, "the key of --tls-cert (PEM)");
+  app.add_option("--tls-ca", tls_ca, "require client certificates signed by this CA (mutual TLS)");
   app.add_flag("--quiet", quiet, "no progress lines (the listening line is still printed)");
   try {
     app.parse(argc, argv);
@@ -165,6 +169,14 @@ int main(int argc, char** argv) {
     options.quorum = quorum;
     options.checkpoint_dir = checkpoint_dir;
     options.checkpoint_every = checkpoint_every;
+    QGRAD_CHECK(tls_cert.empty() == tls_key.empty(), "--tls-cert and --tls-key go together");
+    QGRAD_CHECK(tls_ca.empty() || !tls_cert.empty(), "--tls-ca needs --tls-cert and --tls-key");
+    if (!tls_cert.empty()) (void)qgrad::ps::read_pem_file(tls_cert, "--tls-cert");
+    if (!tls_key.empty()) (void)qgrad::ps::read_pem_file(tls_key, "--tls-key");
+    if (!tls_ca.empty()) (void)qgrad::ps::read_pem_file(tls_ca, "--tls-ca");
+    options.tls_cert = tls_cert;
+    options.tls_key = tls_key;
+    options.tls_ca = tls_ca;
     options.log = [](const std::string& line) {
       std::printf("qgrad-ps: %s\n", line.c_str());
       std::fflush(stdout);
@@ -198,6 +210,7 @@ int main(int argc, char** argv) {
     std::printf("; timeout %.3g s, quorum %u", timeout_s,
                 quorum > 0 ? quorum : workers / 2 + 1);
   }
+  if (!tls_cert.empty()) std::printf(tls_ca.empty() ? "; TLS" : "; mutual TLS");
   if (!checkpoint_dir.empty()) {
     std::printf("; checkpoints every %llu steps in %s",
                 static_cast<unsigned long long>(checkpoint_every), checkpoint_dir.c_str());

@@ -66,6 +66,9 @@ PsTrainResult train_with_ps(const PsTrainOptions& ps, const DataSplit& data,
                                                        std::chrono::milliseconds(10'000));
                          po.resend_every = ps.resend_every;
                          po.stop_after = ps.stop_after;
+                         po.client.tls_ca = ps.tls_ca;
+                         po.client.tls_cert = ps.tls_cert;
+                         po.client.tls_key = ps.tls_key;
                          po.reconnect_for = ps.timeout;
                          exchange = std::make_shared<ps::PsExchange>(
                              std::move(params), make_optimizer(o.optimizer), std::move(po));

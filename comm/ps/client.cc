@@ -6,6 +6,7 @@
 #include <cctype>
 #include <cstring>
 #include <fstream>
+#include <iterator>
 #include <sstream>
 #include <utility>
 
@@ -65,6 +66,15 @@ struct PsClient::Connection {
   std::unique_ptr<v1::ParameterServer::Stub> rpc;
 };
 
+std::string read_pem_file(const std::string& path, const char* flag) {
+  std::ifstream f(path, std::ios::binary);
+  QGRAD_CHECK(f.good(), flag, ": cannot read '", path, "'");
+  std::string pem((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  QGRAD_CHECK(pem.find("-----BEGIN ") != std::string::npos, flag, ": '", path,
+              "' holds no PEM block (-----BEGIN ...)");
+  return pem;
+}
+
 PsClient::PsClient(std::string address, std::string token, uint32_t worker_id,
                    ClientOptions options)
     : address_(std::move(address)),
@@ -78,7 +88,21 @@ PsClient::PsClient(std::string address, std::string token, uint32_t worker_id,
                                                                   (1u << 31) - 1)));
   // Sending is bounded by the server, which refuses oversize requests itself.
   args.SetMaxSendMessageSize(-1);
-  conn_->channel = grpc::CreateCustomChannel(address_, grpc::InsecureChannelCredentials(), args);
+  std::shared_ptr<grpc::ChannelCredentials> credentials = grpc::InsecureChannelCredentials();
+  QGRAD_CHECK(options_.tls_cert.empty() == options_.tls_key.empty(),
+              "PsClient: a TLS client certificate needs its key and the key its certificate");
+  QGRAD_CHECK(options_.tls_cert.empty() || !options_.tls_ca.empty(),
+              "PsClient: a TLS client certificate needs the CA that verifies the server");
+  if (!options_.tls_ca.empty()) {
+    grpc::SslCredentialsOptions ssl;
+    ssl.pem_root_certs = read_pem_file(options_.tls_ca, "--tls-ca");
+    if (!options_.tls_cert.empty()) {
+      ssl.pem_cert_chain = read_pem_file(options_.tls_cert, "--tls-cert");
+      ssl.pem_private_key = read_pem_file(options_.tls_key, "--tls-key");
+    }
+    credentials = grpc::SslCredentials(ssl);
+  }
+  conn_->channel = grpc::CreateCustomChannel(address_, credentials, args);
   conn_->rpc = v1::ParameterServer::NewStub(conn_->channel);
 }
 

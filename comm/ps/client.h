@@ -47,7 +47,15 @@ struct ClientOptions {
   std::chrono::milliseconds pull_deadline{60000};
   // Largest response accepted (a pull carries the whole model as fp32).
   size_t max_receive_bytes = 1u << 30;
+  // TLS: PEM files. tls_ca: connect with TLS and verify the server against this CA (the server's
+  // certificate must name the host of the address); tls_cert + tls_key: this client's
+  // certificate, for servers that require one (mutual TLS). All empty: plaintext.
+  std::string tls_ca, tls_cert, tls_key;
 };
+
+// The content of a PEM file; InvalidArgument naming the flag and the file when it cannot be read
+// or holds no PEM block.
+std::string read_pem_file(const std::string& path, const char* flag);
 
 // What a registration may carry besides the shape, for a server that adopts its model from
 // the first worker (qgrad-ps): see ParameterServer (comm/ps/server.h).

@@ -15,6 +15,7 @@
 #include <thread>
 #include <utility>
 
+#include "comm/ps/client.h"  // read_pem_file
 #include "comm/ps/ps.grpc.pb.h"
 #include "core/codec_registry.h"
 #include "core/crc32c.h"
@@ -155,7 +156,7 @@ class ParameterServer::Impl final : public v1::ParameterServer::Service {
     }
 
     grpc::ServerBuilder builder;
-    builder.AddListeningPort(options_.listen, grpc::InsecureServerCredentials(), &port_);
+    builder.AddListeningPort(options_.listen, credentials(), &port_);
     builder.RegisterService(this);
     builder.SetMaxReceiveMessageSize(static_cast<int>(options_.max_message_bytes));
     server_ = builder.BuildAndStart();
@@ -167,6 +168,25 @@ class ParameterServer::Impl final : public v1::ParameterServer::Service {
   }
 
   ~Impl() override { shutdown(); }
+
+  // Plaintext, TLS, or mutual TLS (see ServerOptions).
+  std::shared_ptr<grpc::ServerCredentials> credentials() const {
+    QGRAD_CHECK(options_.tls_cert.empty() == options_.tls_key.empty(),
+                "ParameterServer: TLS needs both the certificate (--tls-cert) and its key "
+                "(--tls-key)");
+    QGRAD_CHECK(options_.tls_ca.empty() || !options_.tls_cert.empty(),
+                "ParameterServer: --tls-ca (client certificates) needs --tls-cert and --tls-key");
+    if (options_.tls_cert.empty()) return grpc::InsecureServerCredentials();
+    grpc::SslServerCredentialsOptions ssl;
+    ssl.pem_key_cert_pairs.push_back({read_pem_file(options_.tls_key, "--tls-key"),
+                                      read_pem_file(options_.tls_cert, "--tls-cert")});
+    if (!options_.tls_ca.empty()) {
+      ssl.pem_root_certs = read_pem_file(options_.tls_ca, "--tls-ca");
+      ssl.client_certificate_request =
+          GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
+    }
+    return grpc::SslServerCredentials(ssl);
+  }
 
   void shutdown() {
     {

@@ -77,6 +77,10 @@ struct ServerOptions {
   // Checkpoints: "" for none; every checkpoint_every applied steps (>= 1).
   std::string checkpoint_dir;
   uint64_t checkpoint_every = 100;
+  // TLS: PEM files. tls_cert + tls_key: serve TLS only (plain clients cannot connect); tls_ca as
+  // well: mutual TLS, every client must present a certificate signed by that CA. All empty:
+  // plaintext (loopback and trusted networks only: the token then travels in clear).
+  std::string tls_cert, tls_key, tls_ca;
   // Where the server says what it did that a person should know (quorum steps, absent workers,
   // checkpoints, resuming). Called under the server's lock: keep it short, never call back.
   std::function<void(const std::string&)> log;

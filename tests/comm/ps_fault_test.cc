@@ -10,6 +10,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -357,6 +358,94 @@ TEST(PsFault, SilentAndGarbageTcpClientsDoNotStopTheOthers) {
   ::close(silent);
   ::close(garbage);
   EXPECT_EQ(w0.heartbeat(), 20u);  // still serving after they went away
+}
+
+// Certificates for the TLS tests, made with the openssl command (skipped without it): a CA, a
+// server certificate for 127.0.0.1 signed by it, a client certificate signed by it, and another
+// CA that signed nothing here.
+struct Pki {
+  TempDir dir;
+  bool ok = false;
+  std::string file(const std::string& name) const { return dir.path() + "/" + name; }
+  Pki() {
+    const std::string d = dir.path();
+    std::ofstream(d + "/san.ext") << "subjectAltName=IP:127.0.0.1,DNS:localhost\n";
+    const std::string key = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+    const std::string cmd =
+        "cd '" + d + "' && "
+        "openssl req -x509 " + key + " -keyout ca.key -out ca.pem -days 2 -subj /CN=qgrad-ca && "
+        "openssl req -x509 " + key + " -keyout other.key -out other.pem -days 2 -subj /CN=other && "
+        "openssl req " + key + " -keyout server.key -out server.csr -subj /CN=localhost && "
+        "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial "
+        "-out server.pem -days 2 -extfile san.ext && "
+        "openssl req " + key + " -keyout client.key -out client.csr -subj /CN=worker && "
+        "openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial "
+        "-out client.pem -days 2";
+    ok = std::system(("(" + cmd + ") >/dev/null 2>&1").c_str()) == 0;
+  }
+};
+
+ClientOptions tls_client(const Pki& pki, const std::string& ca, bool with_cert) {
+  ClientOptions c;
+  c.deadline = std::chrono::milliseconds(3000);
+  c.tls_ca = pki.file(ca);
+  if (with_cert) {
+    c.tls_cert = pki.file("client.pem");
+    c.tls_key = pki.file("client.key");
+  }
+  return c;
+}
+
+TEST(PsFault, TlsServesVerifiedClientsAndRefusesPlainOnes) {
+  const Pki pki;
+  if (!pki.ok) GTEST_SKIP() << "no openssl command to make test certificates";
+  Log log;
+  ServerOptions o = options(1, log);
+  o.tls_cert = pki.file("server.pem");
+  o.tls_key = pki.file("server.key");
+  ParameterServer server(o);
+  PsClient good(server.address(), kToken, 0, tls_client(pki, "ca.pem", false));
+  EXPECT_EQ(good.register_worker(1, model()), 0u);
+  good.push(0, 1, push_of(1.0f), kLr);
+  EXPECT_EQ(good.pull(1).applied_steps, 1u);
+  // A plaintext client, and one that does not trust the server's CA, never get through.
+  ClientOptions plain_options;
+  plain_options.deadline = std::chrono::milliseconds(3000);
+  PsClient plain(server.address(), kToken, 0, plain_options);
+  expect_code([&] { plain.heartbeat(); }, grpc::StatusCode::UNAVAILABLE, "");
+  PsClient distrustful(server.address(), kToken, 0, tls_client(pki, "other.pem", false));
+  expect_code([&] { distrustful.heartbeat(); }, grpc::StatusCode::UNAVAILABLE, "");
+  EXPECT_EQ(good.heartbeat(), 1u);  // still serving
+}
+
+TEST(PsFault, MutualTlsRequiresAClientCertificate) {
+  const Pki pki;
+  if (!pki.ok) GTEST_SKIP() << "no openssl command to make test certificates";
+  Log log;
+  ServerOptions o = options(1, log);
+  o.tls_cert = pki.file("server.pem");
+  o.tls_key = pki.file("server.key");
+  o.tls_ca = pki.file("ca.pem");
+  ParameterServer server(o);
+  PsClient anonymous(server.address(), kToken, 0, tls_client(pki, "ca.pem", false));
+  expect_code([&] { anonymous.heartbeat(); }, grpc::StatusCode::UNAVAILABLE, "");
+  PsClient known(server.address(), kToken, 0, tls_client(pki, "ca.pem", true));
+  EXPECT_EQ(known.register_worker(1, model()), 0u);
+  // The token is still checked inside TLS.
+  PsClient wrong(server.address(), "not-the-token", 0, tls_client(pki, "ca.pem", true));
+  expect_code([&] { wrong.heartbeat(); }, grpc::StatusCode::UNAUTHENTICATED, "wrong token");
+  // Bad TLS options are refused naming the file or the missing half.
+  ServerOptions half = o;
+  half.tls_key.clear();
+  EXPECT_THROW(ParameterServer{half}, InvalidArgument);
+  ServerOptions missing = o;
+  missing.tls_cert = pki.file("absent.pem");
+  try {
+    ParameterServer server2(missing);
+    ADD_FAILURE() << "a missing certificate file was accepted";
+  } catch (const InvalidArgument& e) {
+    EXPECT_THAT(e.what(), testing::HasSubstr("--tls-cert: cannot read"));
+  }
 }
 
 TEST(PsFault, RejectsBadQuorumOptions) {

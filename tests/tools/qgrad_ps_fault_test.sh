@@ -7,7 +7,8 @@
 #     workers reconnect and continue from the checkpoint's step; all three finish with the same
 #     parameters and a test accuracy within 0.03 of the reference;
 #   - while that runs, a raw TCP client that sends nothing and one that sends garbage bytes;
-#   - a damaged checkpoint: qgrad-ps refuses to start, naming the file.
+#   - a damaged checkpoint: qgrad-ps refuses to start, naming the file;
+#   - TLS: a worker that trusts the server's CA trains, a plaintext worker is refused.
 # Usage: qgrad_ps_fault_test.sh path/to/qgrad-ps path/to/qgrad-train
 set -euo pipefail
 source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/testlib.sh"
@@ -169,4 +170,38 @@ with open("ck/ps-server.qgck", "r+b") as f:
 PYEOF
 expect_error 1 "cannot resume from the checkpoint" "ck/ps-server.qgck" -- \
   "$PS" --listen 127.0.0.1:0 --workers 3 --token-file token --checkpoint-dir ck
+# --- TLS: a worker that trusts the server's CA trains; a plaintext one is refused ------------
+expect_error 2 "--tls-cert and --tls-key go together" -- \
+  "$PS" --listen 127.0.0.1:0 --workers 1 --token-file token --tls-cert token
+expect_error 2 "--tls-ca: cannot read 'absent.pem'" -- \
+  "$TRAIN" "${RUN[@]}" --ps 127.0.0.1:1 --token-file token --worker-id 0 --workers 1 \
+  --tls-ca absent.pem
+if command -v openssl >/dev/null; then
+  KEY=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes)
+  {
+    openssl req -x509 "${KEY[@]}" -keyout ca.key -out ca.pem -days 2 -subj /CN=qgrad-ca
+    openssl req "${KEY[@]}" -keyout server.key -out server.csr -subj /CN=localhost
+    echo "subjectAltName=IP:127.0.0.1" >san.ext
+    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem \
+      -days 2 -extfile san.ext
+  } >openssl.out 2>&1 || fail "openssl: $(cat openssl.out)"
+  "$PS" --listen 127.0.0.1:0 --workers 1 --token-file token --tls-cert server.pem \
+    --tls-key server.key --quiet >tls.out 2>&1 &
+  TLS=$!
+  PIDS+=("$TLS")
+  for _ in $(seq 100); do grep -q "listening on" tls.out && break; sleep 0.05; done
+  grep -q "; TLS" tls.out || fail "qgrad-ps does not say TLS: $(cat tls.out)"
+  TLS_PORT=$(sed -n 's/^qgrad-ps: listening on 127.0.0.1:\([0-9]*\) .*/\1/p' tls.out)
+  SHORT=(--model logistic --data "$DATA" --batch 16 --epochs 1 --seed 1 --threads 1 --quiet)
+  "$TRAIN" "${SHORT[@]}" --timeout 3 --ps "127.0.0.1:$TLS_PORT" --token-file token \
+    --worker-id 0 --workers 1 >plain.out 2>&1 && fail "a plaintext worker got through TLS"
+  grep -q "UNAVAILABLE" plain.out || fail "plaintext worker: $(cat plain.out)"
+  "$TRAIN" "${SHORT[@]}" --ps "127.0.0.1:$TLS_PORT" --token-file token --worker-id 0 \
+    --workers 1 --tls-ca ca.pem --metrics tls-w0.jsonl >tls-w0.out 2>&1 ||
+    fail "worker over TLS: $(cat tls-w0.out)"
+  kill -TERM "$TLS"; wait "$TLS" || fail "TLS server did not stop cleanly"
+  grep -qF "stopped by SIGTERM after 188 applied steps" tls.out || fail "TLS summary: $(cat tls.out)"
+else
+  echo "qgrad_ps_fault_test: no openssl command; TLS part skipped"
+fi
 echo "qgrad_ps_fault_test: all checks passed"
