@@ -6,10 +6,11 @@
 # the tolerance). Exit status 0 when every check holds. It builds nothing.
 #
 #   scripts/ps-load.sh [--workers 16] [--steps 1000] [--elements 20000] [--codec qsgd:bits=4]
-#                      [--sample-step 100] [--bin build/bin]
+#                      [--sample-step 100] [--downlink SPEC] [--bin build/bin]
+#   --downlink: qgrad-ps --downlink-codec SPEC (pulls carry encoded updates, not fp32)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-workers=16 steps=1000 elements=20000 codec=qsgd:bits=4 sample=100 bin=build/bin
+workers=16 steps=1000 elements=20000 codec=qsgd:bits=4 sample=100 bin=build/bin downlink=()
 while (($#)); do
   case "$1" in
     --workers) workers=$2; shift 2 ;;
@@ -18,7 +19,8 @@ while (($#)); do
     --codec) codec=$2; shift 2 ;;
     --sample-step) sample=$2; shift 2 ;;
     --bin) bin=$2; shift 2 ;;
-    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+    --downlink) downlink=(--downlink-codec "$2"); shift 2 ;;
+    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
     *) echo "ps-load.sh: unknown argument '$1'" >&2; exit 2 ;;
   esac
 done
@@ -34,7 +36,7 @@ cleanup() {
 trap cleanup EXIT
 echo "load-$$-$RANDOM" >"$work/token"
 "$bin/qgrad-ps" --listen 127.0.0.1:0 --workers "$workers" --token-file "$work/token" --quiet \
-  >"$work/ps.out" 2>&1 &
+  "${downlink[@]}" >"$work/ps.out" 2>&1 &
 server=$!
 port=""
 for _ in $(seq 100); do

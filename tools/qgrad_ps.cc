@@ -121,6 +121,10 @@ int main(int argc, char** argv) {
                  "write checkpoints here; resume from the one found here at start");
   app.add_option("--checkpoint-every", checkpoint_every, "applied steps between checkpoints")
       ->capture_default_str();
+  std::string downlink;
+  app.add_option("--downlink-codec", downlink,
+                 "encode the pulls' updates with this codec and the server's own error memory "
+                 "(default: fp32 values)");
   std::string tls_cert, tls_key, tls_ca;
   app.add_option("--tls-cert", tls_cert, "serve TLS with this certificate (PEM; with --tls-key)");
   app.add_option("--tls-key", tls_key, "the key of --tls-cert (PEM)");
@@ -175,6 +179,7 @@ int main(int argc, char** argv) {
     if (!tls_key.empty()) (void)qgrad::ps::read_pem_file(tls_key, "--tls-key");
     if (!tls_ca.empty()) (void)qgrad::ps::read_pem_file(tls_ca, "--tls-ca");
     options.tls_cert = tls_cert;
+    options.downlink_codec = downlink;
     options.tls_key = tls_key;
     options.tls_ca = tls_ca;
     options.log = [](const std::string& line) {
@@ -211,6 +216,7 @@ int main(int argc, char** argv) {
                 quorum > 0 ? quorum : workers / 2 + 1);
   }
   if (!tls_cert.empty()) std::printf(tls_ca.empty() ? "; TLS" : "; mutual TLS");
+  if (!downlink.empty()) std::printf("; downlink %s", downlink.c_str());
   if (!checkpoint_dir.empty()) {
     std::printf("; checkpoints every %llu steps in %s",
                 static_cast<unsigned long long>(checkpoint_every), checkpoint_dir.c_str());

@@ -190,11 +190,15 @@ PushResult PsClient::push(uint64_t step, uint64_t request_id,
   return {resp.duplicate(), resp.applied_steps(), req.ByteSizeLong()};
 }
 
-PullResult PsClient::pull(uint64_t step) {
+PullResult PsClient::pull(uint64_t step, std::optional<uint64_t> have_step) {
   v1::PullRequest req;
   req.set_version(kProtocolVersion);
   req.set_worker_id(worker_id_);
   req.set_step(step);
+  if (have_step) {
+    req.set_has_model(true);
+    req.set_have_step(*have_step);
+  }
   v1::PullResponse resp;
   grpc::ClientContext ctx;
   prepare(ctx, token_, options_.pull_deadline);
@@ -207,6 +211,23 @@ PullResult PsClient::pull(uint64_t step) {
   if (!shape_.empty() && shape_.size() != out.params.size()) {
     throw CommError(detail::concat("parameter server ", address_, ": ", call, " returned ",
                                    out.params.size(), " keys, registered ", shape_.size()));
+  }
+  out.update = resp.params_size() > 0 && !resp.params(0).encoded_update().empty();
+  if (out.update) {
+    out.params.clear();
+    out.updates.resize(static_cast<size_t>(resp.params_size()));
+    for (const v1::KeyValues& kv : resp.params()) {
+      const std::string& bytes = kv.encoded_update();
+      if (kv.key() >= out.updates.size() || bytes.empty()) {
+        throw CommError(detail::concat("parameter server ", address_, ": ", call,
+                                       " returned an update for key ", kv.key(), " of ",
+                                       bytes.size(), " bytes among ", out.updates.size(),
+                                       " keys"));
+      }
+      const auto* p = reinterpret_cast<const std::byte*>(bytes.data());
+      out.updates[kv.key()].assign(p, p + bytes.size());
+    }
+    return out;
   }
   for (const v1::KeyValues& kv : resp.params()) {
     const std::string& bytes = kv.values();

@@ -78,7 +78,12 @@ struct PushResult {
 
 struct PullResult {
   uint64_t applied_steps = 0;
-  std::vector<std::vector<float>> params;  // one per key, sizes as registered
+  // One per key, sizes as registered; or, when `update` (a server with a downlink codec and a
+  // worker that holds the model of applied_steps - 1), `updates`: one wire payload per key to
+  // add to that model (decode_add with factor 1), params left empty.
+  std::vector<std::vector<float>> params;
+  bool update = false;
+  std::vector<std::vector<std::byte>> updates;
   uint64_t response_bytes = 0;             // the serialized response
 };
 
@@ -103,7 +108,9 @@ class PsClient {
   PushResult push(uint64_t step, uint64_t request_id,
                   std::span<const std::vector<std::byte>> payloads, float lr);
   // Waits until `step` steps are applied; checks the sizes against the registered shape.
-  PullResult pull(uint64_t step);
+  // have_step: the step whose model this worker holds (a downlink codec may then answer with
+  // the update from it).
+  PullResult pull(uint64_t step, std::optional<uint64_t> have_step = std::nullopt);
   uint64_t heartbeat();
   ServerStats status();
 

@@ -130,6 +130,12 @@ class ParameterServer::Impl final : public v1::ParameterServer::Service {
                 "ParameterServer: a quorum needs a timeout (without one every step waits for "
                 "every worker)");
     QGRAD_CHECK(options_.checkpoint_every >= 1, "ParameterServer: checkpoint_every must be >= 1");
+    if (!options_.downlink_codec.empty()) {
+      downlink_ = make_codec(options_.downlink_codec);  // names a bad spec
+      QGRAD_CHECK(downlink_->aggregation() == Aggregation::kMean, "ParameterServer: downlink "
+                  "codec '", options_.downlink_codec, "' sends a majority vote of signs, which "
+                  "does not estimate the update; use e.g. qsgd:bits=8 or sign:scale=l1");
+    }
     quorum_ = options_.quorum > 0 ? options_.quorum : options_.workers / 2 + 1;
     if (options_.timeout.count() == 0) quorum_ = options_.workers;
     if (!options_.shape.empty()) {
@@ -210,7 +216,9 @@ class ParameterServer::Impl final : public v1::ParameterServer::Service {
     optimizer_options_ = optimizer;
     shape_ = std::move(shape);
     initial_crc_ = crc_of(initial);
+    replica_ = initial;
     params_ = std::move(initial);
+    update_.clear();
     model_source_ = std::move(source);
     model_ = true;
   }
@@ -769,7 +777,26 @@ class ParameterServer::Impl final : public v1::ParameterServer::Service {
     for (PendingPush& p : pending_) p = PendingPush{};
     pushed_ = 0;
     ++applied_;
+    if (downlink_) encode_downlink();
     if (!checkpoint_path_.empty() && applied_ % options_.checkpoint_every == 0) save_checkpoint();
+  }
+
+  // Under mu_, after step applied_ - 1: u = x - x^ per key, encoded; x^ += D(payload).
+  void encode_downlink() {
+    update_.resize(params_.size());
+    std::vector<float> u;
+    for (size_t k = 0; k < params_.size(); ++k) {
+      u.resize(params_[k].size());
+      for (size_t j = 0; j < u.size(); ++j) u[j] = params_[k][j] - replica_[k][j];
+      const RngKey key{.seed = 0x5eed,
+                       .step = applied_,
+                       .rank = 0xFFFFFFFFu,  // the server, apart from every worker
+                       .tensor = static_cast<uint32_t>(k),
+                       .bucket = 0};
+      update_[k] = downlink_->encode(u, key);
+      downlink_->decode_add(update_[k], replica_[k], 1.0f);
+    }
+    update_step_ = applied_;
   }
 
   // Under mu_ (so that the state is one step's): what resume() reads back.
@@ -783,6 +810,7 @@ class ParameterServer::Impl final : public v1::ParameterServer::Service {
     for (size_t k = 0; k < shape_.size(); ++k) {
       c.set_text(detail::concat("ps/key/", k, "/name"), shape_[k].name);
       c.set_buffer(detail::concat("ps/key/", k, "/values"), params_[k]);
+      c.set_buffer(detail::concat("ps/key/", k, "/replica"), replica_[k]);
     }
     const OptimizerOptions& o = optimizer_options_;
     c.set_text("ps/optimizer/name", o.name);
@@ -843,7 +871,15 @@ class ParameterServer::Impl final : public v1::ParameterServer::Service {
         }
       }
       const uint32_t crc = static_cast<uint32_t>(c.integer("ps/initial_crc"));
+      std::vector<std::vector<float>> replica;
+      for (int64_t k = 0; k < keys; ++k) {
+        replica.push_back(c.buffer(detail::concat("ps/key/", k, "/replica")));
+        QGRAD_CHECK(replica.back().size() == values[static_cast<size_t>(k)].size(), "key ", k,
+                    ": the workers' model has ", replica.back().size(), " elements, not ",
+                    values[static_cast<size_t>(k)].size());
+      }
       adopt(std::move(shape), std::move(values), o, "the checkpoint " + path);
+      replica_ = std::move(replica);  // workers reconnecting pull it as fp32
       optimizer_->import_state(state);
       initial_crc_ = crc;  // adopt() took the crc of the current values; workers send initial ones
       const int64_t fields = c.integer("ps/run/fields");
@@ -893,11 +929,20 @@ class ParameterServer::Impl final : public v1::ParameterServer::Service {
       return grpc::Status(grpc::StatusCode::UNAVAILABLE, "the server is shutting down");
     }
     resp->set_applied_steps(applied_);
-    for (size_t k = 0; k < params_.size(); ++k) {
+    // With a downlink codec the workers hold x^: the update from the step they hold, or x^.
+    const bool update = downlink_ && req.has_model() && update_step_ == applied_ &&
+                        applied_ > 0 && req.have_step() + 1 == applied_ && !update_.empty();
+    const std::vector<std::vector<float>>& model = downlink_ ? replica_ : params_;
+    for (size_t k = 0; k < model.size(); ++k) {
       v1::KeyValues* kv = resp->add_params();
       kv->set_key(static_cast<uint32_t>(k));
-      kv->set_values(reinterpret_cast<const char*>(params_[k].data()),
-                     params_[k].size() * sizeof(float));
+      if (update) {
+        kv->set_encoded_update(reinterpret_cast<const char*>(update_[k].data()),
+                               update_[k].size());
+      } else {
+        kv->set_values(reinterpret_cast<const char*>(model[k].data()),
+                       model[k].size() * sizeof(float));
+      }
     }
     return grpc::Status::OK;
   }
@@ -919,6 +964,10 @@ class ParameterServer::Impl final : public v1::ParameterServer::Service {
   mutable std::mutex mu_;
   std::condition_variable applied_cv_;
   std::vector<std::vector<float>> params_;
+  std::unique_ptr<Codec> downlink_;            // null: pulls carry fp32 values of params_
+  std::vector<std::vector<float>> replica_;    // x^: the workers' model (downlink codec)
+  std::vector<std::vector<std::byte>> update_;  // per key: the encoded x^ update to update_step_
+  uint64_t update_step_ = 0;
   uint64_t applied_ = 0;
   uint32_t pushed_ = 0;
   std::vector<PendingPush> pending_;

@@ -77,6 +77,13 @@ struct ServerOptions {
   // Checkpoints: "" for none; every checkpoint_every applied steps (>= 1).
   std::string checkpoint_dir;
   uint64_t checkpoint_every = 100;
+  // Downlink codec ("" : pulls carry fp32 values): the server keeps the workers' model x^ beside
+  // its own x; after each step it encodes u = x - x^ (so what earlier steps' encodings left out
+  // is in u: the server's error memory), adds D(payload) to x^ and sends the payload to workers
+  // that hold x^ of the step before; others (joining, resynchronizing) get x^ as fp32. Workers
+  // train on x^; all of them hold the same bits. Majority-vote codecs are refused (their decoded
+  // values do not estimate u).
+  std::string downlink_codec;
   // TLS: PEM files. tls_cert + tls_key: serve TLS only (plain clients cannot connect); tls_ca as
   // well: mutual TLS, every client must present a certificate signed by that CA. All empty:
   // plaintext (loopback and trusted networks only: the token then travels in clear).

@@ -12,6 +12,7 @@
 #include "core/error_feedback.h"
 #include "core/simd/kernels.h"
 #include "core/timer.h"
+#include "core/wire.h"
 
 namespace qgrad::ps {
 namespace {
@@ -159,13 +160,16 @@ PsExchange::PsExchange(std::vector<ParamView> params, std::unique_ptr<Optimizer>
   const auto give_up = std::chrono::steady_clock::now() + options_.reconnect_for;
   for (size_t s = 0; s < servers; ++s) at[s] = reconnect(s, give_up, "Register");
   first_step_ = *std::max_element(at.begin(), at.end());
+  have_.resize(servers);
+  // A new run: every worker holds the initial model, the servers' model of step 0.
+  if (first_step_ == 0) std::fill(have_.begin(), have_.end(), uint64_t{0});
   if (first_step_ > 0) {
     for (size_t s = 0; s < servers; ++s) {
       QGRAD_CHECK(at[s] + 1 >= first_step_, "parameter server ", options_.servers[s],
                   " is at step ", at[s], ", another at step ", first_step_,
                   ": the servers are not at the same step (one restarted from an older "
                   "checkpoint?)");
-      copy_in(s, clients_[s]->pull(first_step_));
+      copy_in(s, clients_[s]->pull(first_step_, have_[s]));
     }
   }
   step_ = first_step_;
@@ -214,6 +218,37 @@ void PsExchange::restore_memories(size_t s, std::span<const std::vector<std::byt
 
 void PsExchange::copy_in(size_t s, const PullResult& pulled) {
   const std::vector<size_t>& mine = server_keys_[s];
+  if (pulled.update) {
+    // The server's downlink codec: x^ += D(payload), the same operation on the same bits as the
+    // server's, so every worker keeps exactly the server's x^.
+    QGRAD_CHECK(pulled.updates.size() == mine.size(), "parameter server ", options_.servers[s],
+                " returned ", pulled.updates.size(), " key updates, this worker has ",
+                mine.size());
+    for (size_t j = 0; j < mine.size(); ++j) {
+      const PsKey& key = keys_[mine[j]];
+      std::vector<float>& x = key_buffers_[mine[j]];
+      for (const KeySlice& sl : key.slices) {
+        const auto v = params_[sl.param].value.subspan(sl.param_offset, sl.size);
+        std::copy(v.begin(), v.end(), x.begin() + static_cast<std::ptrdiff_t>(sl.key_offset));
+      }
+      const std::span<const std::byte> payload(pulled.updates[j]);
+      try {
+        QGRAD_PAYLOAD_CHECK(read_header(payload).elements == key.size, "the update holds ",
+                            read_header(payload).elements, " elements, the key ", key.size);
+        codec_for_payload(payload)->decode_add(payload, x, 1.0f);
+      } catch (const Error& e) {
+        throw CommError(detail::concat("parameter server ", options_.servers[s], ": the update "
+                                       "of key ", mine[j], " ('", key.name, "'): ", e.what()));
+      }
+      for (const KeySlice& sl : key.slices) {
+        std::copy(x.begin() + static_cast<std::ptrdiff_t>(sl.key_offset),
+                  x.begin() + static_cast<std::ptrdiff_t>(sl.key_offset + sl.size),
+                  params_[sl.param].value.begin() + static_cast<std::ptrdiff_t>(sl.param_offset));
+      }
+    }
+    have_[s] = pulled.applied_steps;
+    return;
+  }
   QGRAD_CHECK(pulled.params.size() == mine.size(), "parameter server ", options_.servers[s],
               " returned ", pulled.params.size(), " keys, this worker has ", mine.size());
   for (size_t j = 0; j < mine.size(); ++j) {
@@ -225,6 +260,7 @@ void PsExchange::copy_in(size_t s, const PullResult& pulled) {
                 params_[sl.param].value.begin() + static_cast<std::ptrdiff_t>(sl.param_offset));
     }
   }
+  have_[s] = pulled.applied_steps;
 }
 
 PsExchange::~PsExchange() = default;
@@ -356,7 +392,7 @@ uint64_t PsExchange::run_server(size_t s, uint64_t step, float lr, ServerWork& w
       if (again.duplicate) ++counters_.duplicates[s];
     }
     try {
-      pulled = clients_[s]->pull(target);
+      pulled = clients_[s]->pull(target, have_[s]);
       break;
     } catch (const RpcError& e) {
       // DEADLINE_EXCEEDED here means the step was not applied in time (workers missing and no
@@ -452,7 +488,7 @@ StepStats PsExchange::step(float lr) {
     QGRAD_CHECK(at[s] + 1 == next, "parameter server ", options_.servers[s], " is at step ",
                 at[s], ", another at step ", next, ": the servers are not at the same step "
                 "(one restarted from an older checkpoint?)");
-    copy_in(s, clients_[s]->pull(next));
+    copy_in(s, clients_[s]->pull(next, have_[s]));
   }
   if (next != step_ + 1) stats.continue_at = next;
   {

@@ -53,6 +53,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <span>
 #include <string>
 #include <utility>
@@ -169,6 +170,8 @@ class PsExchange final : public GradientExchange {
   std::vector<std::vector<ParamShape>> server_shapes_;
   std::vector<RegisterModel> register_models_;  // what (re)registration sends, per server
   uint64_t first_step_ = 0;
+  // Per server: the step whose model this worker holds (for a downlink codec's updates).
+  std::vector<std::optional<uint64_t>> have_;
   std::vector<std::unique_ptr<ErrorFeedback>> memories_;  // per key; null where unused
   std::vector<std::vector<float>> contributions_;          // per parameter, this step's c
   std::vector<std::vector<float>> key_buffers_;            // per key, scratch

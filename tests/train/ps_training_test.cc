@@ -346,6 +346,53 @@ TEST(PsTraining, ServerRestartedFromItsCheckpointResumesTraining) {
   std::filesystem::remove_all(dir);
 }
 
+// The downlink codec: pulls carry the server's encoded updates (qsgd 8 bits) instead of fp32
+// values; every worker still ends with the same bits (x^ += D(payload) on the same bits), the
+// accuracy holds, and the pulls shrink.
+TEST(PsTraining, DownlinkCodecShrinksPullsAndKeepsWorkersEqual) {
+  TrainOptions o = options();
+  o.exchange.bucket_bytes = 4096;  // the whole model in one key per server
+  const DataSplit data = load_data(o.data);
+  const auto run = [&](const std::string& downlink, std::vector<PsTrainResult>& results) {
+    ps::ServerOptions so;
+    so.token = kToken;
+    so.workers = 3;
+    so.downlink_codec = downlink;
+    ps::ParameterServer server(so);
+    std::vector<std::string> errors(3);
+    std::vector<std::thread> threads;
+    for (uint32_t w = 0; w < 3; ++w) {
+      threads.emplace_back([&, w] {
+        try {
+          PsTrainOptions p{{server.address()}, kToken, w, 3, std::chrono::seconds(30)};
+          results[w] = train_with_ps(p, data, o);
+        } catch (const std::exception& e) {
+          errors[w] = e.what();
+        }
+      });
+    }
+    for (std::thread& t : threads) t.join();
+    for (uint32_t w = 0; w < 3; ++w) EXPECT_EQ(errors[w], "") << "worker " << w;
+  };
+  std::vector<PsTrainResult> fp32(3), coded(3);
+  run("", fp32);
+  run("qsgd:bits=8,bucket=64", coded);
+  for (uint32_t w = 0; w < 3; ++w) {
+    EXPECT_EQ(coded[w].train.params_crc, coded[0].train.params_crc) << "worker " << w;
+  }
+  EXPECT_NE(coded[0].train.params_crc, fp32[0].train.params_crc);  // it did change the pulls
+  EXPECT_GT(coded[0].train.final_eval.accuracy, 0.6);
+  EXPECT_NEAR(coded[0].train.final_eval.accuracy, fp32[0].train.final_eval.accuracy, 0.05);
+  // 68 fp32 values against 68 bytes + headers: at least 1.5x fewer bytes pulled.
+  EXPECT_LT(1.5 * static_cast<double>(coded[0].train.bytes_received),
+            static_cast<double>(fp32[0].train.bytes_received));
+  // A majority-vote codec is refused: its signs do not estimate the update.
+  ps::ServerOptions bad;
+  bad.token = kToken;
+  bad.downlink_codec = "sign";
+  EXPECT_THROW(ps::ParameterServer{bad}, InvalidArgument);
+}
+
 TEST(PsTraining, KeysAreBalancedByBytes) {
   const std::vector<ParamShape> mlp = {
       {"fc1.weight", 200704}, {"fc1.bias", 256}, {"fc2.weight", 2560}, {"fc2.bias", 10}};
