@@ -346,7 +346,8 @@ uint64_t PsExchange::run_server(size_t s, uint64_t step, float lr, ServerWork& w
     lost = true;
   };
   uint64_t target = step + 1;  // the step to pull
-  Stopwatch t(work.exchange_s);
+  // Pushes, pulls and their retries are exchange time; copying the pull in is decode time.
+  std::optional<Stopwatch> exchanging(std::in_place, work.exchange_s);
   PullResult pulled;
   for (bool push = true;;) {
     for (int attempt = 1; push && !lost; ++attempt) {
@@ -410,6 +411,7 @@ uint64_t PsExchange::run_server(size_t s, uint64_t step, float lr, ServerWork& w
       push = true;  // still collecting this step, or restarted just before it: push again
     }
   }
+  exchanging.reset();
   work.received += pulled.response_bytes;
   {
     std::lock_guard lock(counters_mutex_);
