@@ -38,13 +38,12 @@
 // started on a directory that holds one resumes from it (as if the model had been adopted); a
 // damaged one is an error naming the file, not a silent fresh start.
 //
-// Shaped for the later slices: the step state (pending pushes, applied steps) is kept apart from
-// the gRPC service, so a quorum timeout, an async mode with max staleness, checkpoints of
-// (params, optimizer export_state, applied_steps), a downlink codec (KeyValues.encoded_update)
-// and TLS credentials each slot in without changing the protocol. tools/qgrad_ps.cc wraps it.
+// The step state (pending pushes, applied steps) is kept apart from the gRPC service; the async
+// mode with max staleness (not yet) is meant to slot in there. tools/qgrad_ps.cc wraps it.
 //
 // Thread-safety: all public methods may be called from any thread; gRPC handlers run on gRPC's
-// own threads and share one mutex (a step's work is done by the push that completes it).
+// own threads and share one mutex (a step's work is done by the push that completes it, or by
+// the quorum's timer thread after the timeout; checkpoints are written under the lock).
 #pragma once
 
 #include <cstddef>

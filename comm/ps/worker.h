@@ -43,8 +43,11 @@
 // the error memory as above). Past reconnect_for: CommError naming the server and the time.
 // Several servers must agree on the step to within one (a step in flight); a server restarted
 // from a checkpoint older than that is an error naming both servers.
-// Not yet (next slice): overlap of pushes with backward, checkpoints (export_state throws),
-// the nan policy skip-step (it needs the workers to agree), a downlink codec.
+// Downlink codec (a server option): a pull may carry the server's encoded update instead of the
+// values; the worker adds it to the model it holds (copy_in), keeping the server's bits.
+// Not yet: overlap of pushes with backward, worker checkpoints (export_state throws: the servers
+// checkpoint, a restarted worker rejoins), the nan policy skip-step (it needs the workers to
+// agree).
 // Thread-safety: as GradientExchange; gradient_ready() only records.
 #pragma once
 
@@ -135,7 +138,7 @@ class PsExchange final : public GradientExchange {
   const Codec& codec() const override { return *codec_; }
   std::string route() const override;
   const Optimizer& optimizer() const override { return *optimizer_; }
-  // Checkpoints of the parameter-server path are the next slice: both throw InvalidArgument.
+  // Workers write no checkpoints (the servers do): both throw InvalidArgument.
   StateDict export_state() const override;
   void import_state(const StateDict& state) override;
 
