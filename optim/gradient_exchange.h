@@ -14,6 +14,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -53,6 +54,10 @@ struct StepStats {
   size_t compressed_buckets = 0;
   size_t overlapped_buckets = 0;  // buckets exchanged before step() was called
   std::vector<BucketStats> buckets;
+  // Set when training must continue at another step than step + 1 (parameter servers: this
+  // worker's push was dropped because the step was applied without it, or a server restarted
+  // from an older checkpoint); the parameters hold that step's model already.
+  std::optional<uint64_t> continue_at;
 };
 
 class GradientExchange {
@@ -77,6 +82,9 @@ class GradientExchange {
   // Checkpoint state of this worker (optimizer state and error memories), between steps.
   virtual StateDict export_state() const = 0;
   virtual void import_state(const StateDict& state) = 0;
+  // The step training starts at: 0, or for a worker that joined a running job (parameter
+  // servers) the servers' step, whose model the exchange has put into the parameters already.
+  virtual uint64_t first_step() const { return 0; }
 };
 
 }  // namespace qgrad

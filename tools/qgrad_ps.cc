@@ -1,6 +1,14 @@
 // qgrad-ps: a parameter server for qgrad-train --ps (comm/ps/server.h).
 //
 //   qgrad-ps --listen 127.0.0.1:7070 --workers 4 --token-file token.txt [--metrics ps.jsonl]
+//            [--timeout S [--quorum Q]] [--checkpoint-dir D [--checkpoint-every K]]
+//
+// --timeout: a step that has waited S seconds since its first push is applied with the pushes
+// it has when at least Q workers (default a majority) pushed; the line "qgrad-ps: step ... applied
+// with 3 of 4 workers ... missing workers 2" says so, and quorum_steps counts it.
+// --checkpoint-dir: see ParameterServer; a server started on a directory with a checkpoint
+// resumes from it and prints "qgrad-ps: resumed from the checkpoint ... at step N"; a damaged
+// checkpoint is refused (exit status 1) naming the file.
 //
 // Knows no model: it adopts the shape of its keys, their initial values, the optimizer and the
 // run's identity from the first worker that registers, and refuses workers of another run
@@ -10,6 +18,7 @@
 // Exit status: 0 stopped by a signal, 1 cannot listen, 2 bad command line.
 #include <CLI/CLI.hpp>
 #include <cerrno>
+#include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <ctime>
@@ -69,18 +78,26 @@ nlohmann::json record(const qgrad::ps::ServerStats& s, double seconds) {
           {"bytes_sent", s.bytes_out},
           {"pushes", total(s.pushes)},
           {"duplicates", total(s.duplicates)},
-          {"rejected", s.rejected}};
+          {"rejected", s.rejected},
+          {"quorum_steps", s.quorum_steps},
+          {"missed", total(s.missed)},
+          {"checkpoint_step", s.checkpoint_step}};
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"qgrad-ps: a parameter server for qgrad-train --ps (synchronous mode)."};
+  CLI::App app{"qgrad-ps: a parameter server for qgrad-train --ps (synchronous mode, with a "
+               "quorum after --timeout)."};
   std::string listen, token_file, metrics_path, max_message = "64MiB";
   uint32_t workers = 0;
   uint64_t log_every = 10;
   double progress_seconds = 2;
   bool quiet = false;
+  double timeout_s = 0;
+  uint32_t quorum = 0;
+  std::string checkpoint_dir;
+  uint64_t checkpoint_every = 100;
   app.add_option("--listen", listen, "HOST:PORT to listen on (port 0: any free port)")
       ->required();
   app.add_option("--workers", workers, "workers per step (each step waits for all of them)")
@@ -95,6 +112,23 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--progress-seconds", progress_seconds, "at most one progress line per this")
       ->capture_default_str();
+  app.add_option("--timeout", timeout_s,
+                 "seconds a step waits after its first push before it goes on with a quorum "
+                 "(0: wait for every worker)")
+      ->capture_default_str();
+  app.add_option("--quorum", quorum, "pushes a step needs after --timeout (default: a majority)");
+  app.add_option("--checkpoint-dir", checkpoint_dir,
+                 "write checkpoints here; resume from the one found here at start");
+  app.add_option("--checkpoint-every", checkpoint_every, "applied steps between checkpoints")
+      ->capture_default_str();
+  std::string downlink;
+  app.add_option("--downlink-codec", downlink,
+                 "encode the pulls' updates with this codec and the server's own error memory "
+                 "(default: fp32 values)");
+  std::string tls_cert, tls_key, tls_ca;
+  app.add_option("--tls-cert", tls_cert, "serve TLS with this certificate (PEM; with --tls-key)");
+  app.add_option("--tls-key", tls_key, "the key of --tls-cert (PEM)");
+  app.add_option("--tls-ca", tls_ca, "require client certificates signed by this CA (mutual TLS)");
   app.add_flag("--quiet", quiet, "no progress lines (the listening line is still printed)");
   try {
     app.parse(argc, argv);
@@ -127,6 +161,31 @@ int main(int argc, char** argv) {
     options.workers = workers;
     options.token = qgrad::ps::read_token_file(token_file);
     options.max_message_bytes = static_cast<size_t>(bytes);
+    QGRAD_CHECK(timeout_s >= 0 && timeout_s <= 86400, "--timeout must be in [0, 86400] seconds, "
+                "got ", timeout_s);
+    QGRAD_CHECK(quorum == 0 || timeout_s > 0, "--quorum needs --timeout (without a timeout "
+                "every step waits for every worker)");
+    QGRAD_CHECK(quorum <= workers, "--quorum ", quorum, " is more than --workers ", workers);
+    QGRAD_CHECK(checkpoint_every >= 1, "--checkpoint-every must be >= 1");
+    QGRAD_CHECK(app.count("--checkpoint-every") == 0 || !checkpoint_dir.empty(),
+                "--checkpoint-every needs --checkpoint-dir");
+    options.timeout = std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000));
+    options.quorum = quorum;
+    options.checkpoint_dir = checkpoint_dir;
+    options.checkpoint_every = checkpoint_every;
+    QGRAD_CHECK(tls_cert.empty() == tls_key.empty(), "--tls-cert and --tls-key go together");
+    QGRAD_CHECK(tls_ca.empty() || !tls_cert.empty(), "--tls-ca needs --tls-cert and --tls-key");
+    if (!tls_cert.empty()) (void)qgrad::ps::read_pem_file(tls_cert, "--tls-cert");
+    if (!tls_key.empty()) (void)qgrad::ps::read_pem_file(tls_key, "--tls-key");
+    if (!tls_ca.empty()) (void)qgrad::ps::read_pem_file(tls_ca, "--tls-ca");
+    options.tls_cert = tls_cert;
+    options.downlink_codec = downlink;
+    options.tls_key = tls_key;
+    options.tls_ca = tls_ca;
+    options.log = [](const std::string& line) {
+      std::printf("qgrad-ps: %s\n", line.c_str());
+      std::fflush(stdout);
+    };
     metrics = std::make_unique<MetricsFile>(metrics_path);
   } catch (const qgrad::Error& e) {
     std::fprintf(stderr, "qgrad-ps: %s\n", e.what());
@@ -150,8 +209,19 @@ int main(int argc, char** argv) {
   }
   const std::string where =
       listen.substr(0, listen.rfind(':')) + ":" + std::to_string(server->port());
-  std::printf("qgrad-ps: listening on %s for %u workers (max message %s)\n", where.c_str(),
+  std::printf("qgrad-ps: listening on %s for %u workers (max message %s", where.c_str(),
               workers, megabytes(options.max_message_bytes).c_str());
+  if (timeout_s > 0) {
+    std::printf("; timeout %.3g s, quorum %u", timeout_s,
+                quorum > 0 ? quorum : workers / 2 + 1);
+  }
+  if (!tls_cert.empty()) std::printf(tls_ca.empty() ? "; TLS" : "; mutual TLS");
+  if (!downlink.empty()) std::printf("; downlink %s", downlink.c_str());
+  if (!checkpoint_dir.empty()) {
+    std::printf("; checkpoints every %llu steps in %s",
+                static_cast<unsigned long long>(checkpoint_every), checkpoint_dir.c_str());
+  }
+  std::printf(")\n");
   std::fflush(stdout);
 
   const qgrad::WallClock clock;
@@ -195,12 +265,12 @@ int main(int argc, char** argv) {
       last_print = now;
       printed_step = s.applied_steps;
       std::printf("step %llu  pushes %llu (duplicates %llu)  in %s  out %s  rejected %llu  "
-                  "[%.1f s]\n",
+                  "quorum steps %llu  [%.1f s]\n",
                   static_cast<unsigned long long>(s.applied_steps),
                   static_cast<unsigned long long>(total(s.pushes)),
                   static_cast<unsigned long long>(total(s.duplicates)), megabytes(s.bytes_in).c_str(),
                   megabytes(s.bytes_out).c_str(), static_cast<unsigned long long>(s.rejected),
-                  now);
+                  static_cast<unsigned long long>(s.quorum_steps), now);
       std::fflush(stdout);
     }
   }
@@ -221,12 +291,13 @@ int main(int argc, char** argv) {
           : 0.0;
   metrics->write(summary);
   std::printf("qgrad-ps: stopped by %s after %llu applied steps; received %s, sent %s, "
-              "%llu pushes (%llu duplicates), %llu calls rejected\n",
+              "%llu pushes (%llu duplicates), %llu calls rejected, %llu steps with a quorum\n",
               signal_number == SIGINT ? "SIGINT" : "SIGTERM",
               static_cast<unsigned long long>(s.applied_steps), megabytes(s.bytes_in).c_str(),
               megabytes(s.bytes_out).c_str(), static_cast<unsigned long long>(total(s.pushes)),
               static_cast<unsigned long long>(total(s.duplicates)),
-              static_cast<unsigned long long>(s.rejected));
+              static_cast<unsigned long long>(s.rejected),
+              static_cast<unsigned long long>(s.quorum_steps));
   std::fflush(stdout);
   return 0;
 }

@@ -180,6 +180,12 @@ int main(int argc, char** argv) {
   app.add_option("--token-file", token_file, "--ps: file holding the servers' shared token");
   app.add_option("--worker-id", worker_id, "--ps: this worker's id, 0..workers-1");
   app.add_option("--workers", workers, "--ps: the number of workers (qgrad-ps --workers)");
+  std::string tls_ca, tls_cert, tls_key;
+  app.add_option("--tls-ca", tls_ca, "--ps: connect with TLS, verifying the servers with this CA "
+                 "(PEM)");
+  app.add_option("--tls-cert", tls_cert, "--ps: this worker's certificate (PEM), for servers "
+                 "that require one (qgrad-ps --tls-ca)");
+  app.add_option("--tls-key", tls_key, "--ps: the key of --tls-cert (PEM)");
 
   try {
     app.parse(argc, argv);
@@ -239,6 +245,8 @@ int main(int argc, char** argv) {
     if (!use_ps) {
       QGRAD_CHECK(token_file.empty() && worker_id < 0 && workers == 0,
                   "--token-file, --worker-id and --workers go with --ps ADDR[,ADDR...]");
+      QGRAD_CHECK(tls_ca.empty() && tls_cert.empty() && tls_key.empty(),
+                  "--tls-ca, --tls-cert and --tls-key go with --ps ADDR[,ADDR...]");
     } else {
       std::stringstream ss(ps_servers);
       for (std::string item; std::getline(ss, item, ',');) {
@@ -254,8 +262,9 @@ int main(int argc, char** argv) {
       QGRAD_CHECK(ranks <= 1, "--ranks with --ps: each worker is one process (or use mpirun "
                   "without --ps)");
       QGRAD_CHECK(o.checkpoint_dir.empty() && !o.resume,
-                  "--checkpoint-dir/--resume with --ps: not implemented yet (server checkpoints "
-                  "come with the next slice)");
+                  "--checkpoint-dir/--resume with --ps: workers write no checkpoints; the "
+                  "servers do (qgrad-ps --checkpoint-dir) and a restarted worker rejoins at their "
+                  "step");
       QGRAD_CHECK(nan == "error", "--nan skip-step with --ps: not implemented yet (the workers "
                   "would have to agree on skipping)");
       QGRAD_CHECK(strategy == "auto", "--strategy with --ps: the servers aggregate");
@@ -287,6 +296,16 @@ int main(int argc, char** argv) {
     ps.timeout = std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000));
     try {
       ps.token = qgrad::ps::read_token_file(token_file);
+      QGRAD_CHECK(tls_cert.empty() == tls_key.empty(), "--tls-cert and --tls-key go together");
+      QGRAD_CHECK(tls_cert.empty() || !tls_ca.empty(), "--tls-cert needs --tls-ca (the CA that "
+                  "verifies the servers)");
+      // Read here, so that a missing file is a bad command line naming the flag.
+      if (!tls_ca.empty()) (void)qgrad::ps::read_pem_file(tls_ca, "--tls-ca");
+      if (!tls_cert.empty()) (void)qgrad::ps::read_pem_file(tls_cert, "--tls-cert");
+      if (!tls_key.empty()) (void)qgrad::ps::read_pem_file(tls_key, "--tls-key");
+      ps.tls_ca = tls_ca;
+      ps.tls_cert = tls_cert;
+      ps.tls_key = tls_key;
       qgrad::validate(o, static_cast<int>(workers));
     } catch (const qgrad::Error& e) {
       print_error("", e);

@@ -22,6 +22,7 @@ class SharedExchange final : public GradientExchange {
   const Optimizer& optimizer() const override { return x_->optimizer(); }
   StateDict export_state() const override { return x_->export_state(); }
   void import_state(const StateDict& state) override { x_->import_state(state); }
+  uint64_t first_step() const override { return x_->first_step(); }
 
  private:
   std::shared_ptr<ps::PsExchange> x_;
@@ -36,8 +37,9 @@ PsTrainResult train_with_ps(const PsTrainOptions& ps, const DataSplit& data,
               " must be below --workers (", ps.workers, ")");
   QGRAD_CHECK(!ps.token.empty(), "--token-file: the token is empty");
   QGRAD_CHECK(o.checkpoint_dir.empty() && !o.resume,
-              "--checkpoint-dir/--resume with --ps: checkpoints of the parameter-server path are "
-              "not implemented yet (server checkpoints come with the next slice of issue 5)");
+              "--checkpoint-dir/--resume with --ps: the servers keep the run's state (qgrad-ps "
+              "--checkpoint-dir) and a restarted worker rejoins at the servers' step; workers "
+              "write no checkpoints");
   QGRAD_CHECK(o.exchange.nan_policy == NanPolicy::kError,
               "--nan skip-step with --ps: the workers would have to agree on skipping a step, "
               "which the parameter-server path does not do yet; use --nan error");
@@ -63,6 +65,11 @@ PsTrainResult train_with_ps(const PsTrainOptions& ps, const DataSplit& data,
                          po.client.deadline = std::max(ps.timeout / 10,
                                                        std::chrono::milliseconds(10'000));
                          po.resend_every = ps.resend_every;
+                         po.stop_after = ps.stop_after;
+                         po.client.tls_ca = ps.tls_ca;
+                         po.client.tls_cert = ps.tls_cert;
+                         po.client.tls_key = ps.tls_key;
+                         po.reconnect_for = ps.timeout;
                          exchange = std::make_shared<ps::PsExchange>(
                              std::move(params), make_optimizer(o.optimizer), std::move(po));
                          return std::make_unique<SharedExchange>(exchange);

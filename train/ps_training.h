@@ -23,9 +23,12 @@ struct PsTrainOptions {
   uint32_t worker_id = 0;
   uint32_t workers = 1;
   // Deadline of a pull (it waits for the slowest worker's push); other calls get a tenth of it,
-  // at least 10 s.
+  // at least 10 s. Also how long a server may stay unreachable (restarting) before the worker
+  // gives up.
   std::chrono::milliseconds timeout{300'000};
   uint64_t resend_every = 0;  // tests: see ps::PsExchangeOptions
+  uint64_t stop_after = 0;    // tests: see ps::PsExchangeOptions
+  std::string tls_ca{}, tls_cert{}, tls_key{};  // see ps::ClientOptions (empty: plaintext)
 };
 
 struct PsTrainResult {

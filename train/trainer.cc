@@ -387,6 +387,11 @@ TrainResult train(WorkerGroup& group, const DataSplit& data, const TrainOptions&
     });
     result.resumed_from = prog.step;
   }
+  // A worker joining a running parameter-server job starts at the servers' step.
+  if (opt->first_step() > prog.step) {
+    prog.step = opt->first_step();
+    result.resumed_from = prog.step;
+  }
 
   // ---- metrics ----
   std::unique_ptr<MetricsWriter> metrics;
@@ -470,6 +475,8 @@ TrainResult train(WorkerGroup& group, const DataSplit& data, const TrainOptions&
     const StepStats stats = opt->step(lr);
 
     ++prog.step;
+    // The parameter-server path may move training to the servers' step (see StepStats).
+    if (stats.continue_at) prog.step = *stats.continue_at;
     prog.skipped += stats.skipped ? 1 : 0;
     prog.bytes_sent += stats.bytes_sent;
     prog.bytes_received += stats.bytes_received;

@@ -6,6 +6,7 @@
 #include <cctype>
 #include <cstring>
 #include <fstream>
+#include <iterator>
 #include <sstream>
 #include <utility>
 
@@ -65,6 +66,15 @@ struct PsClient::Connection {
   std::unique_ptr<v1::ParameterServer::Stub> rpc;
 };
 
+std::string read_pem_file(const std::string& path, const char* flag) {
+  std::ifstream f(path, std::ios::binary);
+  QGRAD_CHECK(f.good(), flag, ": cannot read '", path, "'");
+  std::string pem((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  QGRAD_CHECK(pem.find("-----BEGIN ") != std::string::npos, flag, ": '", path,
+              "' holds no PEM block (-----BEGIN ...)");
+  return pem;
+}
+
 PsClient::PsClient(std::string address, std::string token, uint32_t worker_id,
                    ClientOptions options)
     : address_(std::move(address)),
@@ -78,7 +88,21 @@ PsClient::PsClient(std::string address, std::string token, uint32_t worker_id,
                                                                   (1u << 31) - 1)));
   // Sending is bounded by the server, which refuses oversize requests itself.
   args.SetMaxSendMessageSize(-1);
-  conn_->channel = grpc::CreateCustomChannel(address_, grpc::InsecureChannelCredentials(), args);
+  std::shared_ptr<grpc::ChannelCredentials> credentials = grpc::InsecureChannelCredentials();
+  QGRAD_CHECK(options_.tls_cert.empty() == options_.tls_key.empty(),
+              "PsClient: a TLS client certificate needs its key and the key its certificate");
+  QGRAD_CHECK(options_.tls_cert.empty() || !options_.tls_ca.empty(),
+              "PsClient: a TLS client certificate needs the CA that verifies the server");
+  if (!options_.tls_ca.empty()) {
+    grpc::SslCredentialsOptions ssl;
+    ssl.pem_root_certs = read_pem_file(options_.tls_ca, "--tls-ca");
+    if (!options_.tls_cert.empty()) {
+      ssl.pem_cert_chain = read_pem_file(options_.tls_cert, "--tls-cert");
+      ssl.pem_private_key = read_pem_file(options_.tls_key, "--tls-key");
+    }
+    credentials = grpc::SslCredentials(ssl);
+  }
+  conn_->channel = grpc::CreateCustomChannel(address_, credentials, args);
   conn_->rpc = v1::ParameterServer::NewStub(conn_->channel);
 }
 
@@ -166,11 +190,15 @@ PushResult PsClient::push(uint64_t step, uint64_t request_id,
   return {resp.duplicate(), resp.applied_steps(), req.ByteSizeLong()};
 }
 
-PullResult PsClient::pull(uint64_t step) {
+PullResult PsClient::pull(uint64_t step, std::optional<uint64_t> have_step) {
   v1::PullRequest req;
   req.set_version(kProtocolVersion);
   req.set_worker_id(worker_id_);
   req.set_step(step);
+  if (have_step) {
+    req.set_has_model(true);
+    req.set_have_step(*have_step);
+  }
   v1::PullResponse resp;
   grpc::ClientContext ctx;
   prepare(ctx, token_, options_.pull_deadline);
@@ -183,6 +211,23 @@ PullResult PsClient::pull(uint64_t step) {
   if (!shape_.empty() && shape_.size() != out.params.size()) {
     throw CommError(detail::concat("parameter server ", address_, ": ", call, " returned ",
                                    out.params.size(), " keys, registered ", shape_.size()));
+  }
+  out.update = resp.params_size() > 0 && !resp.params(0).encoded_update().empty();
+  if (out.update) {
+    out.params.clear();
+    out.updates.resize(static_cast<size_t>(resp.params_size()));
+    for (const v1::KeyValues& kv : resp.params()) {
+      const std::string& bytes = kv.encoded_update();
+      if (kv.key() >= out.updates.size() || bytes.empty()) {
+        throw CommError(detail::concat("parameter server ", address_, ": ", call,
+                                       " returned an update for key ", kv.key(), " of ",
+                                       bytes.size(), " bytes among ", out.updates.size(),
+                                       " keys"));
+      }
+      const auto* p = reinterpret_cast<const std::byte*>(bytes.data());
+      out.updates[kv.key()].assign(p, p + bytes.size());
+    }
+    return out;
   }
   for (const v1::KeyValues& kv : resp.params()) {
     const std::string& bytes = kv.values();
@@ -223,11 +268,14 @@ ServerStats PsClient::status() {
   s.bytes_in = resp.bytes_in();
   s.bytes_out = resp.bytes_out();
   s.rejected = resp.rejected();
+  s.quorum_steps = resp.quorum_steps();
+  s.checkpoint_step = resp.checkpoint_step();
   for (const v1::WorkerStatus& w : resp.workers()) {
     s.registered.push_back(w.registered());
     s.last_pushed_step.push_back(w.last_pushed_step());
     s.pushes.push_back(w.pushes());
     s.duplicates.push_back(w.duplicates());
+    s.missed.push_back(w.missed());
   }
   return s;
 }

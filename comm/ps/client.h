@@ -47,7 +47,15 @@ struct ClientOptions {
   std::chrono::milliseconds pull_deadline{60000};
   // Largest response accepted (a pull carries the whole model as fp32).
   size_t max_receive_bytes = 1u << 30;
+  // TLS: PEM files. tls_ca: connect with TLS and verify the server against this CA (the server's
+  // certificate must name the host of the address); tls_cert + tls_key: this client's
+  // certificate, for servers that require one (mutual TLS). All empty: plaintext.
+  std::string tls_ca, tls_cert, tls_key;
 };
+
+// The content of a PEM file; InvalidArgument naming the flag and the file when it cannot be read
+// or holds no PEM block.
+std::string read_pem_file(const std::string& path, const char* flag);
 
 // What a registration may carry besides the shape, for a server that adopts its model from
 // the first worker (qgrad-ps): see ParameterServer (comm/ps/server.h).
@@ -70,7 +78,12 @@ struct PushResult {
 
 struct PullResult {
   uint64_t applied_steps = 0;
-  std::vector<std::vector<float>> params;  // one per key, sizes as registered
+  // One per key, sizes as registered; or, when `update` (a server with a downlink codec and a
+  // worker that holds the model of applied_steps - 1), `updates`: one wire payload per key to
+  // add to that model (decode_add with factor 1), params left empty.
+  std::vector<std::vector<float>> params;
+  bool update = false;
+  std::vector<std::vector<std::byte>> updates;
   uint64_t response_bytes = 0;             // the serialized response
 };
 
@@ -95,7 +108,9 @@ class PsClient {
   PushResult push(uint64_t step, uint64_t request_id,
                   std::span<const std::vector<std::byte>> payloads, float lr);
   // Waits until `step` steps are applied; checks the sizes against the registered shape.
-  PullResult pull(uint64_t step);
+  // have_step: the step whose model this worker holds (a downlink codec may then answer with
+  // the update from it).
+  PullResult pull(uint64_t step, std::optional<uint64_t> have_step = std::nullopt);
   uint64_t heartbeat();
   ServerStats status();
 

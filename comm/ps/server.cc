@@ -7,16 +7,21 @@
 #include <chrono>
 #include <cmath>
 #include <condition_variable>
+#include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <mutex>
 #include <optional>
+#include <thread>
 #include <utility>
 
+#include "comm/ps/client.h"  // read_pem_file
 #include "comm/ps/ps.grpc.pb.h"
 #include "core/codec_registry.h"
 #include "core/crc32c.h"
 #include "core/error.h"
 #include "core/wire.h"
+#include "train/checkpoint.h"
 
 namespace qgrad::ps {
 
@@ -84,6 +89,23 @@ std::string optimizer_difference(const OptimizerOptions& theirs, const Optimizer
   return "";
 }
 
+grpc::Status aborted(const std::string& what) {
+  return grpc::Status(grpc::StatusCode::ABORTED, what);
+}
+
+std::string id_list(const std::vector<uint32_t>& ids) {
+  std::string out;
+  for (const uint32_t id : ids) out += (out.empty() ? "" : ", ") + std::to_string(id);
+  return out;
+}
+
+// Doubles (optimizer scalars such as Adam's step) as text that reads back to the same bits.
+std::string exact(double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%a", v);
+  return buf;
+}
+
 uint32_t crc_of(const std::vector<std::vector<float>>& tensors) {
   uint32_t crc = 0;
   for (const auto& t : tensors) crc = crc32c(std::as_bytes(std::span<const float>(t)), crc);
@@ -101,6 +123,21 @@ class ParameterServer::Impl final : public v1::ParameterServer::Service {
     QGRAD_CHECK(options_.max_message_bytes >= 1024 && options_.max_message_bytes <= (1u << 31) - 1,
                 "ParameterServer: max_message_bytes must be in [1024, 2^31), got ",
                 options_.max_message_bytes);
+    QGRAD_CHECK(options_.timeout.count() >= 0, "ParameterServer: the timeout must be >= 0");
+    QGRAD_CHECK(options_.quorum <= options_.workers, "ParameterServer: quorum ", options_.quorum,
+                " is more than the ", options_.workers, " workers");
+    QGRAD_CHECK(options_.quorum == 0 || options_.timeout.count() > 0,
+                "ParameterServer: a quorum needs a timeout (without one every step waits for "
+                "every worker)");
+    QGRAD_CHECK(options_.checkpoint_every >= 1, "ParameterServer: checkpoint_every must be >= 1");
+    if (!options_.downlink_codec.empty()) {
+      downlink_ = make_codec(options_.downlink_codec);  // names a bad spec
+      QGRAD_CHECK(downlink_->aggregation() == Aggregation::kMean, "ParameterServer: downlink "
+                  "codec '", options_.downlink_codec, "' sends a majority vote of signs, which "
+                  "does not estimate the update; use e.g. qsgd:bits=8 or sign:scale=l1");
+    }
+    quorum_ = options_.quorum > 0 ? options_.quorum : options_.workers / 2 + 1;
+    if (options_.timeout.count() == 0) quorum_ = options_.workers;
     if (!options_.shape.empty()) {
       QGRAD_CHECK(options_.initial.size() == options_.shape.size(), "ParameterServer: ",
                   options_.initial.size(), " initial tensors for ", options_.shape.size(),
@@ -115,9 +152,17 @@ class ParameterServer::Impl final : public v1::ParameterServer::Service {
     }
     workers_.resize(options_.workers);
     pending_.resize(options_.workers);
+    if (!options_.checkpoint_dir.empty()) {
+      std::error_code ec;
+      std::filesystem::create_directories(options_.checkpoint_dir, ec);
+      QGRAD_CHECK(!ec, "ParameterServer: cannot create the checkpoint directory '",
+                  options_.checkpoint_dir, "': ", ec.message());
+      checkpoint_path_ = (std::filesystem::path(options_.checkpoint_dir) / "ps-server.qgck").string();
+      if (std::filesystem::exists(checkpoint_path_)) resume(checkpoint_path_);
+    }
 
     grpc::ServerBuilder builder;
-    builder.AddListeningPort(options_.listen, grpc::InsecureServerCredentials(), &port_);
+    builder.AddListeningPort(options_.listen, credentials(), &port_);
     builder.RegisterService(this);
     builder.SetMaxReceiveMessageSize(static_cast<int>(options_.max_message_bytes));
     server_ = builder.BuildAndStart();
@@ -125,9 +170,29 @@ class ParameterServer::Impl final : public v1::ParameterServer::Service {
       throw CommError(detail::concat("ParameterServer: cannot listen on '", options_.listen,
                                      "' (address in use or malformed?)"));
     }
+    if (options_.timeout.count() > 0) monitor_ = std::thread([this] { monitor(); });
   }
 
   ~Impl() override { shutdown(); }
+
+  // Plaintext, TLS, or mutual TLS (see ServerOptions).
+  std::shared_ptr<grpc::ServerCredentials> credentials() const {
+    QGRAD_CHECK(options_.tls_cert.empty() == options_.tls_key.empty(),
+                "ParameterServer: TLS needs both the certificate (--tls-cert) and its key "
+                "(--tls-key)");
+    QGRAD_CHECK(options_.tls_ca.empty() || !options_.tls_cert.empty(),
+                "ParameterServer: --tls-ca (client certificates) needs --tls-cert and --tls-key");
+    if (options_.tls_cert.empty()) return grpc::InsecureServerCredentials();
+    grpc::SslServerCredentialsOptions ssl;
+    ssl.pem_key_cert_pairs.push_back({read_pem_file(options_.tls_key, "--tls-key"),
+                                      read_pem_file(options_.tls_cert, "--tls-cert")});
+    if (!options_.tls_ca.empty()) {
+      ssl.pem_root_certs = read_pem_file(options_.tls_ca, "--tls-ca");
+      ssl.client_certificate_request =
+          GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
+    }
+    return grpc::SslServerCredentials(ssl);
+  }
 
   void shutdown() {
     {
@@ -136,6 +201,7 @@ class ParameterServer::Impl final : public v1::ParameterServer::Service {
       stopping_ = true;
     }
     applied_cv_.notify_all();
+    if (monitor_.joinable()) monitor_.join();
     // Pulls waiting for a step see stopping_ and return; the deadline bounds any other call.
     server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
     server_->Wait();
@@ -150,7 +216,9 @@ class ParameterServer::Impl final : public v1::ParameterServer::Service {
     optimizer_options_ = optimizer;
     shape_ = std::move(shape);
     initial_crc_ = crc_of(initial);
+    replica_ = initial;
     params_ = std::move(initial);
+    update_.clear();
     model_source_ = std::move(source);
     model_ = true;
   }
@@ -173,7 +241,11 @@ class ParameterServer::Impl final : public v1::ParameterServer::Service {
     s.bytes_in = bytes_in_;
     s.bytes_out = bytes_out_;
     s.rejected = rejected_;
+    s.quorum_steps = quorum_steps_;
+    s.checkpoint_step = checkpoint_step_;
+    s.resumed_from = resumed_from_;
     for (const WorkerState& w : workers_) {
+      s.missed.push_back(w.missed);
       s.registered.push_back(w.registered);
       s.last_pushed_step.push_back(w.last_step);
       s.pushes.push_back(w.pushes);
@@ -221,6 +293,7 @@ class ParameterServer::Impl final : public v1::ParameterServer::Service {
     } else {
       std::lock_guard lock(mu_);
       workers_[req->worker_id()].last_seen = std::chrono::steady_clock::now();
+      come_back(req->worker_id());
       resp->set_applied_steps(applied_);
     }
     account(s, req->ByteSizeLong(), resp->ByteSizeLong());
@@ -241,7 +314,10 @@ class ParameterServer::Impl final : public v1::ParameterServer::Service {
         ws->set_last_pushed_step(workers_[w].last_step);
         ws->set_pushes(workers_[w].pushes);
         ws->set_duplicates(workers_[w].duplicates);
+        ws->set_missed(workers_[w].missed);
       }
+      resp->set_quorum_steps(quorum_steps_);
+      resp->set_checkpoint_step(checkpoint_step_);
       resp->set_bytes_in(bytes_in_);
       resp->set_bytes_out(bytes_out_);
       resp->set_rejected(rejected_);
@@ -257,6 +333,9 @@ class ParameterServer::Impl final : public v1::ParameterServer::Service {
     uint64_t last_request_id = 0;
     uint64_t pushes = 0;
     uint64_t duplicates = 0;
+    uint64_t missed = 0;
+    // Missed the last step applied: later steps do not wait for it until it calls again.
+    bool absent = false;
     std::chrono::steady_clock::time_point last_seen{};
   };
   // A worker's push of the current step, decoded. Kept per worker (not summed on arrival) so
@@ -328,8 +407,13 @@ class ParameterServer::Impl final : public v1::ParameterServer::Service {
       run_source_ = detail::concat("worker ", id);
     }
     WorkerState& w = workers_[id];
+    if (w.registered && options_.log) {
+      options_.log(detail::concat("worker ", id, " registered again (restarted?); it continues at "
+                                  "step ", applied_));
+    }
     w.registered = true;
     w.last_seen = std::chrono::steady_clock::now();
+    come_back(id);
     resp->set_step(applied_);
     resp->set_adopted(adopted);
     return grpc::Status::OK;
@@ -518,6 +602,11 @@ class ParameterServer::Impl final : public v1::ParameterServer::Service {
     if (!w.registered) {
       return precondition(detail::concat("worker ", id, " pushed before it registered"));
     }
+    if (req.step() < applied_) {
+      return aborted(detail::concat("step ", req.step(), " was applied without worker ", id,
+                                    " after the timeout; the server is at step ", applied_,
+                                    ": pull the current model and continue there"));
+    }
     if (req.step() != applied_) {
       return precondition(detail::concat("worker ", id, " pushed step ", req.step(),
                                          ", the server is collecting step ", applied_,
@@ -551,7 +640,9 @@ class ParameterServer::Impl final : public v1::ParameterServer::Service {
     w.last_request_id = req.request_id();
     w.last_seen = std::chrono::steady_clock::now();
     ++w.pushes;
-    if (++pushed_ == options_.workers) apply_step();
+    come_back(id);
+    if (pushed_++ == 0) first_push_ = std::chrono::steady_clock::now();
+    if (step_complete()) apply_step();
     resp->set_duplicate(false);
     resp->set_applied_steps(applied_);
     lock.unlock();
@@ -576,24 +667,107 @@ class ParameterServer::Impl final : public v1::ParameterServer::Service {
     return a == Aggregation::kMajorityVote ? "majority vote" : "mean";
   }
 
-  // Under mu_, once every worker has pushed step applied_.
+  // Under mu_: a worker that called again is waited for again.
+  void come_back(uint32_t id) {
+    WorkerState& w = workers_[id];
+    if (!w.absent) return;
+    w.absent = false;
+    if (options_.log) {
+      options_.log(detail::concat("worker ", id, " is back (server at step ", applied_, ")"));
+    }
+  }
+
+  // Under mu_: every worker not marked absent has pushed, and at least the quorum.
+  bool step_complete() const {
+    if (pushed_ < quorum_) return false;
+    for (uint32_t w = 0; w < options_.workers; ++w) {
+      if (!pending_[w].present && !workers_[w].absent) return false;
+    }
+    return true;
+  }
+
+  // The quorum's timer: a step whose first push is `timeout` old is applied with the pushes it
+  // has when they are a quorum; otherwise the missing workers are reported every `timeout`.
+  void monitor() {
+    std::unique_lock lock(mu_);
+    auto next_report = std::chrono::steady_clock::time_point::min();
+    uint64_t reported_step = ~uint64_t{0};
+    while (!stopping_) {
+      applied_cv_.wait_for(lock, std::chrono::milliseconds(20));
+      if (stopping_ || pushed_ == 0) continue;
+      const auto now = std::chrono::steady_clock::now();
+      if (now - first_push_ < options_.timeout) continue;
+      if (pushed_ >= quorum_) {
+        apply_step();
+        lock.unlock();
+        applied_cv_.notify_all();
+        lock.lock();
+        continue;
+      }
+      if (reported_step == applied_ && now < next_report) continue;
+      reported_step = applied_;
+      next_report = now + options_.timeout;
+      if (options_.log) {
+        const double waited =
+            std::chrono::duration<double>(now - first_push_).count();
+        options_.log(detail::concat("step ", applied_, " has waited ", waited, " s: ", pushed_,
+                                    " of ", options_.workers, " workers pushed, the quorum is ",
+                                    quorum_, "; missing workers ", id_list(missing()),
+                                    "; still waiting"));
+      }
+    }
+  }
+
+  std::vector<uint32_t> missing() const {
+    std::vector<uint32_t> out;
+    for (uint32_t w = 0; w < options_.workers; ++w) {
+      if (!pending_[w].present) out.push_back(w);
+    }
+    return out;
+  }
+
+  // Under mu_, once step_complete() or the timeout with a quorum. The mean is over the workers
+  // that pushed; the others are marked absent (not waited for until they call again).
   void apply_step() {
-    const float lr = pending_[0].lr;  // every push of the step carries the same (checked)
+    const std::vector<uint32_t> missed = missing();
+    std::vector<uint32_t> newly_absent;
+    for (const uint32_t w : missed) {
+      ++workers_[w].missed;
+      if (!workers_[w].absent) newly_absent.push_back(w);
+      workers_[w].absent = true;
+    }
+    if (!missed.empty()) {
+      ++quorum_steps_;
+      if (options_.log && !newly_absent.empty()) {
+        const double waited =
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - first_push_).count();
+        options_.log(detail::concat("step ", applied_, " applied with ", pushed_, " of ",
+                                    options_.workers, " workers after ", waited,
+                                    " s (timeout); missing workers ", id_list(newly_absent),
+                                    " (later steps do not wait for them until they call again)"));
+      }
+    }
+    const PendingPush* first = nullptr;
+    for (const PendingPush& p : pending_) {
+      if (p.present && first == nullptr) first = &p;
+    }
+    const float lr = first->lr;  // every push of the step carries the same (checked)
     const float scale = optimizer_->compression_scale(lr);
-    const float divisor = static_cast<float>(options_.workers);
+    const float divisor = static_cast<float>(pushed_);
     optimizer_->begin_update();
     std::vector<float> a;
     for (size_t k = 0; k < params_.size(); ++k) {
       a.assign(params_[k].size(), 0.0f);
       for (const PendingPush& p : pending_) {
+        if (!p.present) continue;
         const std::vector<float>& d = p.decoded[k];
         for (size_t j = 0; j < a.size(); ++j) a[j] += d[j];
       }
-      if (pending_[0].aggregation[k] == Aggregation::kMajorityVote) {
+      if (first->aggregation[k] == Aggregation::kMajorityVote) {
         // The vote is a direction; s(lr) gives it the units of a mean aggregate, as in the
         // DistributedOptimizer.
         for (float& v : a) v = v >= 0.0f ? scale : -scale;
-      } else if (options_.workers > 1) {
+      } else if (pushed_ > 1) {
         for (float& v : a) v = v / divisor;
       }
       // Only the shared half of the optimizer: worker-side state (Signum's momentum) stays on
@@ -603,6 +777,129 @@ class ParameterServer::Impl final : public v1::ParameterServer::Service {
     for (PendingPush& p : pending_) p = PendingPush{};
     pushed_ = 0;
     ++applied_;
+    if (downlink_) encode_downlink();
+    if (!checkpoint_path_.empty() && applied_ % options_.checkpoint_every == 0) save_checkpoint();
+  }
+
+  // Under mu_, after step applied_ - 1: u = x - x^ per key, encoded; x^ += D(payload).
+  void encode_downlink() {
+    update_.resize(params_.size());
+    std::vector<float> u;
+    for (size_t k = 0; k < params_.size(); ++k) {
+      u.resize(params_[k].size());
+      for (size_t j = 0; j < u.size(); ++j) u[j] = params_[k][j] - replica_[k][j];
+      const RngKey key{.seed = 0x5eed,
+                       .step = applied_,
+                       .rank = 0xFFFFFFFFu,  // the server, apart from every worker
+                       .tensor = static_cast<uint32_t>(k),
+                       .bucket = 0};
+      update_[k] = downlink_->encode(u, key);
+      downlink_->decode_add(update_[k], replica_[k], 1.0f);
+    }
+    update_step_ = applied_;
+  }
+
+  // Under mu_ (so that the state is one step's): what resume() reads back.
+  void save_checkpoint() {
+    Checkpoint c;
+    c.set_integer("ps/format", 1);
+    c.set_integer("ps/applied_steps", static_cast<int64_t>(applied_));
+    c.set_integer("ps/workers", options_.workers);
+    c.set_integer("ps/keys", static_cast<int64_t>(shape_.size()));
+    c.set_integer("ps/initial_crc", initial_crc_);
+    for (size_t k = 0; k < shape_.size(); ++k) {
+      c.set_text(detail::concat("ps/key/", k, "/name"), shape_[k].name);
+      c.set_buffer(detail::concat("ps/key/", k, "/values"), params_[k]);
+      c.set_buffer(detail::concat("ps/key/", k, "/replica"), replica_[k]);
+    }
+    const OptimizerOptions& o = optimizer_options_;
+    c.set_text("ps/optimizer/name", o.name);
+    c.set_integer("ps/optimizer/nesterov", o.nesterov);
+    c.set_integer("ps/optimizer/worker_momentum", o.worker_momentum);
+    const float floats[] = {o.momentum, o.weight_decay, o.beta1, o.beta2, o.eps};
+    c.set_buffer("ps/optimizer/floats", floats);
+    const StateDict state = optimizer_->export_state();
+    for (const auto& [name, values] : state.buffers) c.set_buffer("ps/state/" + name, values);
+    for (const auto& [name, value] : state.scalars) c.set_text("ps/scalar/" + name, exact(value));
+    c.set_integer("ps/run/fields", run_adopted_ ? static_cast<int64_t>(run_.size()) : -1);
+    for (size_t i = 0; i < run_.size(); ++i) {
+      c.set_text(detail::concat("ps/run/", i, "/key"), run_[i].first);
+      c.set_text(detail::concat("ps/run/", i, "/value"), run_[i].second);
+    }
+    try {
+      c.save(checkpoint_path_);
+      checkpoint_step_ = applied_;
+    } catch (const Error& e) {
+      // Training goes on; the last good checkpoint stays in place (the write is atomic).
+      if (options_.log) options_.log(detail::concat("checkpoint at step ", applied_, " failed: ",
+                                                    e.what()));
+    }
+  }
+
+  // In the constructor: the model, optimizer state, step and run from a checkpoint. Any damage
+  // or mismatch is an error naming the file: silently starting over would lose the run.
+  void resume(const std::string& path) {
+    try {
+      const Checkpoint c = Checkpoint::load(path);
+      QGRAD_CHECK(c.integer("ps/format") == 1, "unknown format ", c.integer("ps/format"));
+      QGRAD_CHECK(c.integer("ps/workers") == options_.workers, "it was written by a server with ",
+                  c.integer("ps/workers"), " workers, this one runs with ", options_.workers);
+      const int64_t keys = c.integer("ps/keys");
+      QGRAD_CHECK(keys >= 1, "it holds ", keys, " keys");
+      std::vector<ParamShape> shape;
+      std::vector<std::vector<float>> values;
+      for (int64_t k = 0; k < keys; ++k) {
+        values.push_back(c.buffer(detail::concat("ps/key/", k, "/values")));
+        shape.push_back({c.text(detail::concat("ps/key/", k, "/name")), values.back().size()});
+      }
+      OptimizerOptions o;
+      o.name = c.text("ps/optimizer/name");
+      o.nesterov = c.integer("ps/optimizer/nesterov") != 0;
+      o.worker_momentum = c.integer("ps/optimizer/worker_momentum") != 0;
+      const std::vector<float>& f = c.buffer("ps/optimizer/floats");
+      QGRAD_CHECK(f.size() == 5, "ps/optimizer/floats holds ", f.size(), " values, not 5");
+      o.momentum = f[0];
+      o.weight_decay = f[1];
+      o.beta1 = f[2];
+      o.beta2 = f[3];
+      o.eps = f[4];
+      StateDict state;
+      for (const std::string& name : c.names()) {
+        if (name.rfind("ps/state/", 0) == 0) state.buffers[name.substr(9)] = c.buffer(name);
+        if (name.rfind("ps/scalar/", 0) == 0) {
+          state.scalars[name.substr(10)] = std::strtod(c.text(name).c_str(), nullptr);
+        }
+      }
+      const uint32_t crc = static_cast<uint32_t>(c.integer("ps/initial_crc"));
+      std::vector<std::vector<float>> replica;
+      for (int64_t k = 0; k < keys; ++k) {
+        replica.push_back(c.buffer(detail::concat("ps/key/", k, "/replica")));
+        QGRAD_CHECK(replica.back().size() == values[static_cast<size_t>(k)].size(), "key ", k,
+                    ": the workers' model has ", replica.back().size(), " elements, not ",
+                    values[static_cast<size_t>(k)].size());
+      }
+      adopt(std::move(shape), std::move(values), o, "the checkpoint " + path);
+      replica_ = std::move(replica);  // workers reconnecting pull it as fp32
+      optimizer_->import_state(state);
+      initial_crc_ = crc;  // adopt() took the crc of the current values; workers send initial ones
+      const int64_t fields = c.integer("ps/run/fields");
+      run_adopted_ = fields >= 0;
+      for (int64_t i = 0; i < fields; ++i) {
+        run_.emplace_back(c.text(detail::concat("ps/run/", i, "/key")),
+                          c.text(detail::concat("ps/run/", i, "/value")));
+      }
+      run_source_ = "the checkpoint " + path;
+      applied_ = static_cast<uint64_t>(c.integer("ps/applied_steps"));
+      resumed_from_ = applied_;
+      checkpoint_step_ = applied_;
+    } catch (const Error& e) {
+      throw InvalidArgument(detail::concat("ParameterServer: cannot resume from the checkpoint '",
+                                           path, "': ", e.what(),
+                                           " (move it away to start a new run)"));
+    }
+    if (options_.log) {
+      options_.log(detail::concat("resumed from the checkpoint ", path, " at step ", applied_));
+    }
   }
 
   grpc::Status do_pull(grpc::ServerContext* ctx, const v1::PullRequest& req,
@@ -615,6 +912,7 @@ class ParameterServer::Impl final : public v1::ParameterServer::Service {
     if (!workers_[req.worker_id()].registered) {
       return precondition(detail::concat("worker ", req.worker_id(), " pulled before it registered"));
     }
+    come_back(req.worker_id());
     if (req.step() > applied_ + 1) {
       return precondition(detail::concat("worker ", req.worker_id(), " pulls step ", req.step(),
                                          ", the server is collecting step ", applied_,
@@ -631,11 +929,20 @@ class ParameterServer::Impl final : public v1::ParameterServer::Service {
       return grpc::Status(grpc::StatusCode::UNAVAILABLE, "the server is shutting down");
     }
     resp->set_applied_steps(applied_);
-    for (size_t k = 0; k < params_.size(); ++k) {
+    // With a downlink codec the workers hold x^: the update from the step they hold, or x^.
+    const bool update = downlink_ && req.has_model() && update_step_ == applied_ &&
+                        applied_ > 0 && req.have_step() + 1 == applied_ && !update_.empty();
+    const std::vector<std::vector<float>>& model = downlink_ ? replica_ : params_;
+    for (size_t k = 0; k < model.size(); ++k) {
       v1::KeyValues* kv = resp->add_params();
       kv->set_key(static_cast<uint32_t>(k));
-      kv->set_values(reinterpret_cast<const char*>(params_[k].data()),
-                     params_[k].size() * sizeof(float));
+      if (update) {
+        kv->set_encoded_update(reinterpret_cast<const char*>(update_[k].data()),
+                               update_[k].size());
+      } else {
+        kv->set_values(reinterpret_cast<const char*>(model[k].data()),
+                       model[k].size() * sizeof(float));
+      }
     }
     return grpc::Status::OK;
   }
@@ -657,6 +964,10 @@ class ParameterServer::Impl final : public v1::ParameterServer::Service {
   mutable std::mutex mu_;
   std::condition_variable applied_cv_;
   std::vector<std::vector<float>> params_;
+  std::unique_ptr<Codec> downlink_;            // null: pulls carry fp32 values of params_
+  std::vector<std::vector<float>> replica_;    // x^: the workers' model (downlink codec)
+  std::vector<std::vector<std::byte>> update_;  // per key: the encoded x^ update to update_step_
+  uint64_t update_step_ = 0;
   uint64_t applied_ = 0;
   uint32_t pushed_ = 0;
   std::vector<PendingPush> pending_;
@@ -665,6 +976,13 @@ class ParameterServer::Impl final : public v1::ParameterServer::Service {
   uint64_t bytes_out_ = 0;
   uint64_t rejected_ = 0;
   bool stopping_ = false;
+  uint32_t quorum_ = 1;  // pushes a step needs (W without a timeout)
+  std::chrono::steady_clock::time_point first_push_{};  // of the step being collected
+  uint64_t quorum_steps_ = 0;
+  std::string checkpoint_path_;
+  uint64_t checkpoint_step_ = 0;
+  uint64_t resumed_from_ = 0;
+  std::thread monitor_;
 };
 
 ParameterServer::ParameterServer(ServerOptions options)

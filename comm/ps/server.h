@@ -9,8 +9,14 @@
 // FAILED_PRECONDITION naming the first field that differs ("run.seed", "optimizer.momentum",
 // "key 3", "initial values").
 //
-// Synchronous mode only: step t is applied once every one of the `workers` workers has pushed it
-// (no timeout, no quorum yet). Per key the server decodes each payload with codec_for_payload,
+// Synchronous mode only: step t is applied once every one of the `workers` workers has pushed it,
+// or, with a timeout, once `timeout` has passed since the step's first push and at least `quorum`
+// workers have pushed it: the mean is then over the workers that pushed, the step is counted in
+// quorum_steps, each missing worker's `missed` grows, and `log` names them. A worker that stays
+// away is reported (every `timeout` while the quorum is not there), never waited on silently. A
+// late push of a step applied without it is refused with ABORTED ("step S was applied without
+// worker W after the timeout"): the worker pulls the current model and continues at the server's
+// step. A worker may register at any time (a restart: same id) and starts at the server's step. Per key the server decodes each payload with codec_for_payload,
 // then aggregates in worker-id order, so that the same pushes give the same bits whatever the
 // arrival order:
 //   mean codecs            a = (1/W) sum_r D(p_r)
@@ -26,17 +32,24 @@
 // counted once. Every call must carry `authorization: Bearer <token>`. Bad payloads are refused
 // with INVALID_ARGUMENT naming the key and the problem; nothing of that push is kept.
 //
-// Shaped for the later slices: the step state (pending pushes, applied steps) is kept apart from
-// the gRPC service, so a quorum timeout, an async mode with max staleness, checkpoints of
-// (params, optimizer export_state, applied_steps), a downlink codec (KeyValues.encoded_update)
-// and TLS credentials each slot in without changing the protocol. tools/qgrad_ps.cc wraps it.
+// Checkpoints (checkpoint_dir): every checkpoint_every applied steps the server writes
+// <dir>/ps-server.qgck atomically (train/checkpoint.h: temp file, fsync, rename): parameters,
+// optimizer state, applied steps, the adopted shape, optimizer options and run fields. A server
+// started on a directory that holds one resumes from it (as if the model had been adopted); a
+// damaged one is an error naming the file, not a silent fresh start.
+//
+// The step state (pending pushes, applied steps) is kept apart from the gRPC service; the async
+// mode with max staleness (not yet) is meant to slot in there. tools/qgrad_ps.cc wraps it.
 //
 // Thread-safety: all public methods may be called from any thread; gRPC handlers run on gRPC's
-// own threads and share one mutex (a step's work is done by the push that completes it).
+// own threads and share one mutex (a step's work is done by the push that completes it, or by
+// the quorum's timer thread after the timeout; checkpoints are written under the lock).
 #pragma once
 
 #include <cstddef>
+#include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -56,6 +69,27 @@ struct ServerOptions {
   // Largest request the server accepts; larger ones fail with RESOURCE_EXHAUSTED before they are
   // parsed. Responses (pulls) are not bounded by it.
   size_t max_message_bytes = 64u << 20;
+  // Quorum: 0 waits for every worker forever; otherwise a step waits at most this long after its
+  // first push, then is applied if at least `quorum` workers pushed (0: a majority, W/2 + 1).
+  std::chrono::milliseconds timeout{0};
+  uint32_t quorum = 0;
+  // Checkpoints: "" for none; every checkpoint_every applied steps (>= 1).
+  std::string checkpoint_dir;
+  uint64_t checkpoint_every = 100;
+  // Downlink codec ("" : pulls carry fp32 values): the server keeps the workers' model x^ beside
+  // its own x; after each step it encodes u = x - x^ (so what earlier steps' encodings left out
+  // is in u: the server's error memory), adds D(payload) to x^ and sends the payload to workers
+  // that hold x^ of the step before; others (joining, resynchronizing) get x^ as fp32. Workers
+  // train on x^; all of them hold the same bits. Majority-vote codecs are refused (their decoded
+  // values do not estimate u).
+  std::string downlink_codec;
+  // TLS: PEM files. tls_cert + tls_key: serve TLS only (plain clients cannot connect); tls_ca as
+  // well: mutual TLS, every client must present a certificate signed by that CA. All empty:
+  // plaintext (loopback and trusted networks only: the token then travels in clear).
+  std::string tls_cert, tls_key, tls_ca;
+  // Where the server says what it did that a person should know (quorum steps, absent workers,
+  // checkpoints, resuming). Called under the server's lock: keep it short, never call back.
+  std::function<void(const std::string&)> log;
 };
 
 struct ServerStats {
@@ -66,10 +100,14 @@ struct ServerStats {
   uint64_t bytes_in = 0;
   uint64_t bytes_out = 0;
   uint64_t rejected = 0;
+  uint64_t quorum_steps = 0;     // applied without every worker (after the timeout)
+  uint64_t checkpoint_step = 0;  // the latest checkpoint written or resumed from (0: none)
+  uint64_t resumed_from = 0;     // the checkpoint's step this server started from (0: none)
   std::vector<bool> registered;           // per worker
   std::vector<int64_t> last_pushed_step;  // per worker, -1 before the first push
   std::vector<uint64_t> pushes;           // counted, duplicates left out
   std::vector<uint64_t> duplicates;
+  std::vector<uint64_t> missed;  // per worker: steps applied without its push
 };
 
 class ParameterServer {

@@ -12,6 +12,7 @@
 #include "core/error_feedback.h"
 #include "core/simd/kernels.h"
 #include "core/timer.h"
+#include "core/wire.h"
 
 namespace qgrad::ps {
 namespace {
@@ -90,7 +91,6 @@ PsExchange::PsExchange(std::vector<ParamView> params, std::unique_ptr<Optimizer>
               " must be below the number of workers (", options_.workers, ")");
   QGRAD_CHECK(options_.exchange.bucket_bytes >= 4, "parameter server worker: bucket_bytes must "
               "hold at least one float");
-  QGRAD_CHECK(options_.push_attempts >= 1, "parameter server worker: push_attempts must be >= 1");
   QGRAD_CHECK(options_.exchange.nan_policy == NanPolicy::kError,
               "the nan policy 'skip-step' needs the workers to agree on skipping a step, which "
               "the parameter-server path does not do yet; use --nan error");
@@ -151,11 +151,116 @@ PsExchange::PsExchange(std::vector<ParamView> params, std::unique_ptr<Optimizer>
     model.run = options_.run;
     model.run.emplace_back("servers", std::to_string(servers));
     model.run.emplace_back("shard", std::to_string(s));
-    const RegisterResult r = clients_[s]->register_worker(options_.workers, shape, model);
-    QGRAD_CHECK(r.step == 0, "parameter server ", options_.servers[s], " has applied ", r.step,
-                " steps of a run already; joining a running job is not implemented yet "
-                "(restart qgrad-ps to start a new run)");
+    server_shapes_.push_back(shape);
+    register_models_.push_back(std::move(model));
   }
+  // A server that has applied steps: this worker (re)joins a running job at the servers' step
+  // with their current model. Servers in the middle of a step may be one apart.
+  std::vector<uint64_t> at(servers);
+  const auto give_up = std::chrono::steady_clock::now() + options_.reconnect_for;
+  for (size_t s = 0; s < servers; ++s) at[s] = reconnect(s, give_up, "Register");
+  first_step_ = *std::max_element(at.begin(), at.end());
+  have_.resize(servers);
+  // A new run: every worker holds the initial model, the servers' model of step 0.
+  if (first_step_ == 0) std::fill(have_.begin(), have_.end(), uint64_t{0});
+  if (first_step_ > 0) {
+    for (size_t s = 0; s < servers; ++s) {
+      QGRAD_CHECK(at[s] + 1 >= first_step_, "parameter server ", options_.servers[s],
+                  " is at step ", at[s], ", another at step ", first_step_,
+                  ": the servers are not at the same step (one restarted from an older "
+                  "checkpoint?)");
+      copy_in(s, clients_[s]->pull(first_step_, have_[s]));
+    }
+  }
+  step_ = first_step_;
+}
+
+uint64_t PsExchange::reconnect(size_t s, std::chrono::steady_clock::time_point give_up,
+                               const char* call) {
+  const auto started = std::chrono::steady_clock::now();
+  auto backoff = std::chrono::milliseconds(100);
+  for (;;) {
+    try {
+      return clients_[s]
+          ->register_worker(options_.workers, server_shapes_[s], register_models_[s])
+          .step;
+    } catch (const RpcError& e) {
+      const bool transient = e.code == grpc::StatusCode::UNAVAILABLE ||
+                             e.code == grpc::StatusCode::DEADLINE_EXCEEDED;
+      if (!transient) throw;
+      if (std::chrono::steady_clock::now() + backoff > give_up) {
+        const double waited =
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+        throw CommError(detail::concat(
+            "parameter server ", options_.servers[s], " unreachable: ", call,
+            " and registering again failed for ", waited, " s (the reconnect limit, --timeout); "
+            "last error: ", e.what()));
+      }
+    }
+    std::this_thread::sleep_for(backoff);
+    backoff = std::min(backoff * 2, std::chrono::milliseconds(2000));
+  }
+}
+
+void PsExchange::restore_memories(size_t s, std::span<const std::vector<std::byte>> payloads,
+                                  const std::vector<bool>& through_memory) {
+  const std::vector<size_t>& mine = server_keys_[s];
+  std::vector<float> e;
+  for (size_t j = 0; j < mine.size(); ++j) {
+    ErrorFeedback* memory = memories_[mine[j]].get();
+    if (memory == nullptr || !through_memory[j]) continue;
+    const std::span<const std::byte> payload(payloads[j]);
+    e.assign(memory->memory().begin(), memory->memory().end());
+    codec_->decode_add(payload, e, 1.0f);  // e = p - D(payload) + D(payload) = p
+    memory->load(e);
+  }
+}
+
+void PsExchange::copy_in(size_t s, const PullResult& pulled) {
+  const std::vector<size_t>& mine = server_keys_[s];
+  if (pulled.update) {
+    // The server's downlink codec: x^ += D(payload), the same operation on the same bits as the
+    // server's, so every worker keeps exactly the server's x^.
+    QGRAD_CHECK(pulled.updates.size() == mine.size(), "parameter server ", options_.servers[s],
+                " returned ", pulled.updates.size(), " key updates, this worker has ",
+                mine.size());
+    for (size_t j = 0; j < mine.size(); ++j) {
+      const PsKey& key = keys_[mine[j]];
+      std::vector<float>& x = key_buffers_[mine[j]];
+      for (const KeySlice& sl : key.slices) {
+        const auto v = params_[sl.param].value.subspan(sl.param_offset, sl.size);
+        std::copy(v.begin(), v.end(), x.begin() + static_cast<std::ptrdiff_t>(sl.key_offset));
+      }
+      const std::span<const std::byte> payload(pulled.updates[j]);
+      try {
+        QGRAD_PAYLOAD_CHECK(read_header(payload).elements == key.size, "the update holds ",
+                            read_header(payload).elements, " elements, the key ", key.size);
+        codec_for_payload(payload)->decode_add(payload, x, 1.0f);
+      } catch (const Error& e) {
+        throw CommError(detail::concat("parameter server ", options_.servers[s], ": the update "
+                                       "of key ", mine[j], " ('", key.name, "'): ", e.what()));
+      }
+      for (const KeySlice& sl : key.slices) {
+        std::copy(x.begin() + static_cast<std::ptrdiff_t>(sl.key_offset),
+                  x.begin() + static_cast<std::ptrdiff_t>(sl.key_offset + sl.size),
+                  params_[sl.param].value.begin() + static_cast<std::ptrdiff_t>(sl.param_offset));
+      }
+    }
+    have_[s] = pulled.applied_steps;
+    return;
+  }
+  QGRAD_CHECK(pulled.params.size() == mine.size(), "parameter server ", options_.servers[s],
+              " returned ", pulled.params.size(), " keys, this worker has ", mine.size());
+  for (size_t j = 0; j < mine.size(); ++j) {
+    const PsKey& key = keys_[mine[j]];
+    const std::vector<float>& v = pulled.params[j];
+    for (const KeySlice& sl : key.slices) {
+      std::copy(v.begin() + static_cast<std::ptrdiff_t>(sl.key_offset),
+                v.begin() + static_cast<std::ptrdiff_t>(sl.key_offset + sl.size),
+                params_[sl.param].value.begin() + static_cast<std::ptrdiff_t>(sl.param_offset));
+    }
+  }
+  have_[s] = pulled.applied_steps;
 }
 
 PsExchange::~PsExchange() = default;
@@ -182,39 +287,17 @@ PsCounters PsExchange::counters() const {
 
 StateDict PsExchange::export_state() const {
   throw InvalidArgument(
-      "checkpoints of the parameter-server path are not implemented yet (server-side "
-      "checkpoints come with the next slice of issue 5); run without --checkpoint-dir");
+      "workers of the parameter-server path write no checkpoints: the servers do (qgrad-ps "
+      "--checkpoint-dir) and a restarted worker rejoins at their step; run without "
+      "--checkpoint-dir");
 }
 
 void PsExchange::import_state(const StateDict&) { (void)export_state(); }
 
-PushResult PsExchange::push_with_retries(size_t s, uint64_t step, uint64_t request_id,
-                                         std::span<const std::vector<std::byte>> payloads,
-                                         float lr) {
-  for (int attempt = 1;; ++attempt) {
-    try {
-      PushResult r = clients_[s]->push(step, request_id, payloads, lr);
-      std::lock_guard lock(counters_mutex_);
-      counters_.bytes_pushed[s] += r.request_bytes;
-      if (attempt > 1) {
-        ++counters_.resends[s];
-        if (r.duplicate) ++counters_.duplicates[s];
-      }
-      return r;
-    } catch (const RpcError& e) {
-      // A transport failure may or may not have reached the server: the same request id makes
-      // the retry safe (the server counts it once).
-      const bool transient = e.code == grpc::StatusCode::UNAVAILABLE ||
-                             e.code == grpc::StatusCode::DEADLINE_EXCEEDED;
-      if (!transient || attempt >= options_.push_attempts) throw;
-      std::this_thread::sleep_for(std::chrono::milliseconds(100 * attempt));
-    }
-  }
-}
-
-void PsExchange::run_server(size_t s, uint64_t step, float lr, ServerWork& work) {
+uint64_t PsExchange::run_server(size_t s, uint64_t step, float lr, ServerWork& work) {
   const std::vector<size_t>& mine = server_keys_[s];
   std::vector<std::vector<std::byte>> payloads(mine.size());
+  std::vector<bool> through_memory(mine.size(), false);
   {
     Stopwatch t(work.encode_s);
     for (size_t j = 0; j < mine.size(); ++j) {
@@ -240,6 +323,7 @@ void PsExchange::run_server(size_t s, uint64_t step, float lr, ServerWork& work)
       if (compressed && memories_[k] != nullptr) {
         // c already carries s(lr): factor 1 gives p = s(lr) T(g) + e (DESIGN.md section 4).
         n = memories_[k]->encode(codec, c, 1.0f, rng, payloads[j]);
+        through_memory[j] = true;
       } else {
         n = codec.encode(c, rng, payloads[j]);
       }
@@ -248,17 +332,59 @@ void PsExchange::run_server(size_t s, uint64_t step, float lr, ServerWork& work)
     }
   }
   const uint64_t request_id = step + 1;  // one push per (worker, step); retries repeat it
+  const auto transient = [](const RpcError& e) {
+    return e.code == grpc::StatusCode::UNAVAILABLE ||
+           e.code == grpc::StatusCode::DEADLINE_EXCEEDED ||
+           e.code == grpc::StatusCode::CANCELLED;
+  };
+  const auto give_up = std::chrono::steady_clock::now() + options_.reconnect_for;
+  bool lost = false;  // the server did not (or no longer) count this push
+  bool counted = false;  // a push of this step was answered OK at least once
+  bool resent = false;
+  const auto lose = [&] {
+    if (!lost) restore_memories(s, payloads, through_memory);
+    lost = true;
+  };
+  uint64_t target = step + 1;  // the step to pull
+  // Pushes, pulls and their retries are exchange time; copying the pull in is decode time.
+  std::optional<Stopwatch> exchanging(std::in_place, work.exchange_s);
   PullResult pulled;
-  {
-    Stopwatch t(work.exchange_s);
-    const PushResult p = push_with_retries(s, step, request_id, payloads, lr);
-    work.sent += p.request_bytes;
-    {
-      std::lock_guard lock(counters_mutex_);
-      ++counters_.pushes[s];
+  for (bool push = true;;) {
+    for (int attempt = 1; push && !lost; ++attempt) {
+      try {
+        const PushResult p = clients_[s]->push(step, request_id, payloads, lr);
+        work.sent += p.request_bytes;
+        std::lock_guard lock(counters_mutex_);
+        counters_.bytes_pushed[s] += p.request_bytes;
+        if (counted) {
+          ++counters_.resends[s];
+          if (p.duplicate) ++counters_.duplicates[s];
+        } else {
+          ++counters_.pushes[s];
+        }
+        counted = true;
+        break;
+      } catch (const RpcError& e) {
+        if (e.code == grpc::StatusCode::ABORTED) {  // applied without us after the timeout
+          lose();
+          target = step;  // already applied: the pull answers at once with the current model
+          break;
+        }
+        if (!transient(e)) throw;
+      }
+      // A transport failure may or may not have reached the server: registering again covers a
+      // restarted server, and the same request id makes the retry safe (counted once).
+      const uint64_t at = reconnect(s, give_up, "Push");
+      if (at < step) {  // restarted from an older checkpoint: go back to its step
+        lose();
+        target = at;
+      }
     }
-    if (options_.resend_every > 0 && (step + 1) % options_.resend_every == 0) {
+    push = false;
+    if (options_.resend_every > 0 && !lost && (step + 1) % options_.resend_every == 0 &&
+        !resent) {
       // As a client whose response was lost: the same push again must be a duplicate.
+      resent = true;
       const PushResult again = clients_[s]->push(step, request_id, payloads, lr);
       work.sent += again.request_bytes;
       std::lock_guard lock(counters_mutex_);
@@ -266,23 +392,34 @@ void PsExchange::run_server(size_t s, uint64_t step, float lr, ServerWork& work)
       ++counters_.resends[s];
       if (again.duplicate) ++counters_.duplicates[s];
     }
-    pulled = clients_[s]->pull(step + 1);
-    work.received += pulled.response_bytes;
+    try {
+      pulled = clients_[s]->pull(target, have_[s]);
+      break;
+    } catch (const RpcError& e) {
+      // DEADLINE_EXCEEDED here means the step was not applied in time (workers missing and no
+      // quorum): that is an error, not a reason to wait longer. CANCELLED comes from a server
+      // shutting down (this worker never cancels its calls): as UNAVAILABLE.
+      if (e.code != grpc::StatusCode::UNAVAILABLE && e.code != grpc::StatusCode::CANCELLED) {
+        throw;
+      }
+    }
+    const uint64_t at = reconnect(s, give_up, "Pull");
+    if (at < target && at < step) {  // restarted from a checkpoint before this step
+      lose();
+      target = at;
+    } else if (at == step && !lost) {
+      push = true;  // still collecting this step, or restarted just before it: push again
+    }
+  }
+  exchanging.reset();
+  work.received += pulled.response_bytes;
+  {
     std::lock_guard lock(counters_mutex_);
     counters_.bytes_pulled[s] += pulled.response_bytes;
   }
-  QGRAD_CHECK(pulled.params.size() == mine.size(), "parameter server ", options_.servers[s],
-              " returned ", pulled.params.size(), " keys, this worker has ", mine.size());
-  Stopwatch t(work.decode_s);
-  for (size_t j = 0; j < mine.size(); ++j) {
-    const PsKey& key = keys_[mine[j]];
-    const std::vector<float>& v = pulled.params[j];
-    for (const KeySlice& sl : key.slices) {
-      std::copy(v.begin() + static_cast<std::ptrdiff_t>(sl.key_offset),
-                v.begin() + static_cast<std::ptrdiff_t>(sl.key_offset + sl.size),
-                params_[sl.param].value.begin() + static_cast<std::ptrdiff_t>(sl.param_offset));
-    }
-  }
+  Stopwatch d(work.decode_s);
+  copy_in(s, pulled);
+  return pulled.applied_steps;
 }
 
 StepStats PsExchange::step(float lr) {
@@ -292,6 +429,10 @@ StepStats PsExchange::step(float lr) {
               " after begin_step(", begun_lr_, "): the learning rate must not change within a "
               "step");
   begun_lr_ = -1;
+  if (options_.stop_after > 0 && step_ >= options_.stop_after) {
+    throw CommError(detail::concat("worker ", options_.worker_id, " stopped at step ", step_,
+                                   " (test hook stop_after)"));
+  }
   const WallClock clock;
   StepStats stats;
   stats.step = step_;
@@ -319,19 +460,20 @@ StepStats PsExchange::step(float lr) {
   const size_t servers = clients_.size();
   std::vector<ServerWork> work(servers);
   std::vector<std::exception_ptr> errors(servers);
+  std::vector<uint64_t> at(servers, 0);
   {
     std::vector<std::thread> threads;
     for (size_t s = 1; s < servers; ++s) {
       threads.emplace_back([&, s] {
         try {
-          run_server(s, step_, lr, work[s]);
+          at[s] = run_server(s, step_, lr, work[s]);
         } catch (...) {
           errors[s] = std::current_exception();
         }
       });
     }
     try {
-      run_server(0, step_, lr, work[0]);
+      at[0] = run_server(0, step_, lr, work[0]);
     } catch (...) {
       errors[0] = std::current_exception();
     }
@@ -340,6 +482,17 @@ StepStats PsExchange::step(float lr) {
   for (const std::exception_ptr& e : errors) {
     if (e) std::rethrow_exception(e);
   }
+  // Normally every server answers step_ + 1. After a dropped push or a server restart the
+  // servers' step rules; servers one step behind are mid-step and get there.
+  const uint64_t next = *std::max_element(at.begin(), at.end());
+  for (size_t s = 0; s < servers; ++s) {
+    if (at[s] == next) continue;
+    QGRAD_CHECK(at[s] + 1 == next, "parameter server ", options_.servers[s], " is at step ",
+                at[s], ", another at step ", next, ": the servers are not at the same step "
+                "(one restarted from an older checkpoint?)");
+    copy_in(s, clients_[s]->pull(next, have_[s]));
+  }
+  if (next != step_ + 1) stats.continue_at = next;
   {
     Stopwatch t(stats.update_s);
     for (size_t i = 0; i < params_.size(); ++i) optimizer_->commit(i, params_[i].grad);
@@ -355,7 +508,7 @@ StepStats PsExchange::step(float lr) {
   stats.raw_bytes = 4 * elements_;
   stats.fp32_bytes_sent = 4 * elements_;  // pushing the contribution as plain fp32
   stats.wait_s = clock.seconds();
-  ++step_;
+  step_ = next;
   return stats;
 }
 

@@ -29,16 +29,34 @@
 // Registration (in the constructor): each server receives the shape of its keys, their initial
 // values, the optimizer options and the run's identity fields (plus "servers" and "shard", so a
 // worker that lists the servers in another order is refused). A server that has applied steps
-// already is refused here: rejoining a running job comes with the next slice.
-// Not yet (next slice): overlap of pushes with backward, checkpoints (export_state throws),
-// the nan policy skip-step (it needs the workers to agree), a downlink codec.
+// already (a restarted worker rejoining a running job) gives its step: the worker pulls the
+// current model and starts there (first_step()).
+//
+// Faults. A push of a step the server applied without this worker (quorum after the server's
+// timeout) is answered ABORTED: the worker puts the dropped payload back into its error memory
+// (e = p: the whole compensated contribution is sent with the next step, so with error feedback
+// none of the gradient is lost; without error feedback that step's gradient is dropped), pulls
+// the current model and continues at the server's step (StepStats::continue_at). On UNAVAILABLE
+// or DEADLINE_EXCEEDED (a server restarting) a call is retried with backoff (100 ms doubling to
+// 2 s) for at most reconnect_for, registering again before each retry; a server that comes back
+// from an older checkpoint moves the worker back to its step (the pushes it lost go back into
+// the error memory as above). Past reconnect_for: CommError naming the server and the time.
+// Several servers must agree on the step to within one (a step in flight); a server restarted
+// from a checkpoint older than that is an error naming both servers.
+// Downlink codec (a server option): a pull may carry the server's encoded update instead of the
+// values; the worker adds it to the model it holds (copy_in), keeping the server's bits.
+// Not yet: overlap of pushes with backward, worker checkpoints (export_state throws: the servers
+// checkpoint, a restarted worker rejoins), the nan policy skip-step (it needs the workers to
+// agree).
 // Thread-safety: as GradientExchange; gradient_ready() only records.
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <span>
 #include <string>
 #include <utility>
@@ -84,10 +102,14 @@ struct PsExchangeOptions {
   // The run's identity (model, data, codec, lr schedule, seed, ...), checked by the servers.
   std::vector<std::pair<std::string, std::string>> run;
   ClientOptions client;
-  int push_attempts = 3;  // tries of one push on UNAVAILABLE / DEADLINE_EXCEEDED
   // Tests: every K-th step's push is sent a second time with the same request id, as a client
   // whose response got lost would; the server must answer it as a duplicate (0: never).
   uint64_t resend_every = 0;
+  // Tests: after this many steps the worker falls silent, as a killed process would: step()
+  // throws CommError before pushing anything more (0: never).
+  uint64_t stop_after = 0;
+  // How long a server may stay unreachable before the worker gives up (see the top of the file).
+  std::chrono::milliseconds reconnect_for{60'000};
 };
 
 // What this worker sent, per server.
@@ -116,13 +138,14 @@ class PsExchange final : public GradientExchange {
   const Codec& codec() const override { return *codec_; }
   std::string route() const override;
   const Optimizer& optimizer() const override { return *optimizer_; }
-  // Checkpoints of the parameter-server path are the next slice: both throw InvalidArgument.
+  // Workers write no checkpoints (the servers do): both throw InvalidArgument.
   StateDict export_state() const override;
   void import_state(const StateDict& state) override;
 
   const std::vector<PsKey>& keys() const { return keys_; }
   PsCounters counters() const;
   uint64_t steps() const { return step_; }
+  uint64_t first_step() const override { return first_step_; }
 
  private:
   struct ServerWork {
@@ -130,9 +153,14 @@ class PsExchange final : public GradientExchange {
     uint64_t sent = 0, received = 0;
     size_t compressed = 0;
   };
-  void run_server(size_t s, uint64_t step, float lr, ServerWork& work);
-  PushResult push_with_retries(size_t s, uint64_t step, uint64_t request_id,
-                               std::span<const std::vector<std::byte>> payloads, float lr);
+  // The server's step after this worker's step `step` (step + 1 unless it moved).
+  uint64_t run_server(size_t s, uint64_t step, float lr, ServerWork& work);
+  // Registers with server s until it answers or reconnect_for has passed; returns its step.
+  uint64_t reconnect(size_t s, std::chrono::steady_clock::time_point give_up, const char* call);
+  // Payloads of a push the server did not count go back into the error memories.
+  void restore_memories(size_t s, std::span<const std::vector<std::byte>> payloads,
+                        const std::vector<bool>& through_memory);
+  void copy_in(size_t s, const PullResult& pulled);
 
   std::vector<ParamView> params_;
   std::unique_ptr<Optimizer> optimizer_;
@@ -142,6 +170,11 @@ class PsExchange final : public GradientExchange {
   std::vector<PsKey> keys_;
   std::vector<std::vector<size_t>> server_keys_;  // per server: indices into keys_, in order
   std::vector<std::unique_ptr<PsClient>> clients_;
+  std::vector<std::vector<ParamShape>> server_shapes_;
+  std::vector<RegisterModel> register_models_;  // what (re)registration sends, per server
+  uint64_t first_step_ = 0;
+  // Per server: the step whose model this worker holds (for a downlink codec's updates).
+  std::vector<std::optional<uint64_t>> have_;
   std::vector<std::unique_ptr<ErrorFeedback>> memories_;  // per key; null where unused
   std::vector<std::vector<float>> contributions_;          // per parameter, this step's c
   std::vector<std::vector<float>> key_buffers_;            // per key, scratch

@@ -101,7 +101,7 @@ expect_error 2 "--token-file" -- "$TRAIN" --ps 127.0.0.1:1 --workers 2 --worker-
 expect_error 2 "--worker-id" -- "$TRAIN" --ps 127.0.0.1:1 --token-file token --workers 2 \
   --worker-id 2
 expect_error 2 "go with --ps" -- "$TRAIN" --workers 2
-expect_error 2 "not implemented yet" -- "$TRAIN" --ps 127.0.0.1:1 --token-file token --workers 1 \
+expect_error 2 "workers write no checkpoints" -- "$TRAIN" --ps 127.0.0.1:1 --token-file token --workers 1 \
   --worker-id 0 --checkpoint-dir ck
 
 # --- 1 server, qsgd:bits=4 with error feedback; 2 servers, fp32 -----------------------------

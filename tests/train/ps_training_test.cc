@@ -6,8 +6,11 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <chrono>
+#include <filesystem>
 #include <functional>
 #include <memory>
 #include <numeric>
@@ -49,12 +52,14 @@ struct Cluster {
   std::vector<std::string> addresses;
 };
 
-Cluster start_servers(int count, uint32_t workers) {
+Cluster start_servers(int count, uint32_t workers,
+                      std::chrono::milliseconds timeout = std::chrono::milliseconds(0)) {
   Cluster c;
   for (int s = 0; s < count; ++s) {
     ps::ServerOptions so;
     so.token = kToken;
     so.workers = workers;  // no shape: the model is adopted from the first registration
+    so.timeout = timeout;
     c.servers.push_back(std::make_unique<ps::ParameterServer>(so));
     c.addresses.push_back(c.servers.back()->address());
   }
@@ -216,6 +221,176 @@ TEST(PsTraining, AnotherRunIsRefusedNamingTheField) {
     EXPECT_THAT(e.what(), testing::HasSubstr("UNAUTHENTICATED"));
   }
   first.join();
+}
+
+// Fault tolerance (slice 3): a worker that falls silent is left behind after the server's
+// timeout, the others finish; the same worker restarted rejoins at the server's step and ends
+// with the others' parameters.
+TEST(PsTraining, AWorkerThatStopsIsLeftBehindAndARestartedOneRejoins) {
+  TrainOptions o = options();
+  o.epochs = 20;  // long enough that the restarted worker finds the others still training
+  Cluster cluster = start_servers(1, 3, std::chrono::milliseconds(200));
+  const DataSplit data = load_data(o.data);
+  std::vector<PsTrainResult> results(3);
+  std::vector<std::string> errors(3);
+  std::vector<std::thread> threads;
+  const auto run = [&](uint32_t w, uint64_t stop_after) {
+    PsTrainOptions p{cluster.addresses, kToken, w, 3, std::chrono::seconds(30)};
+    p.stop_after = stop_after;
+    return train_with_ps(p, data, o);
+  };
+  for (uint32_t w = 0; w < 2; ++w) {
+    threads.emplace_back([&, w] {
+      try {
+        results[w] = run(w, 0);
+      } catch (const std::exception& e) {
+        errors[w] = e.what();
+      }
+    });
+  }
+  std::string stopped;
+  try {
+    run(2, 5);  // falls silent after 5 steps, as if killed
+  } catch (const CommError& e) {
+    stopped = e.what();
+  }
+  EXPECT_THAT(stopped, testing::HasSubstr("stopped at step 5"));
+  // The others go on after the timeout: wait until they are past worker 2's last step.
+  for (int i = 0; i < 500 && cluster.servers[0]->stats().applied_steps < 8; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  const ps::ServerStats before = cluster.servers[0]->stats();
+  EXPECT_GE(before.applied_steps, 8u);
+  EXPECT_GE(before.quorum_steps, 1u);
+  // Restarted: registers again, starts at the server's step with its model, runs to the end.
+  try {
+    results[2] = run(2, 0);
+  } catch (const std::exception& e) {
+    errors[2] = e.what();
+  }
+  for (std::thread& t : threads) t.join();
+  for (uint32_t w = 0; w < 3; ++w) EXPECT_EQ(errors[w], "") << "worker " << w;
+  const uint64_t end = results[0].train.steps;
+  EXPECT_EQ(results[1].train.steps, end);
+  EXPECT_EQ(results[2].train.steps, end);
+  EXPECT_GE(results[2].train.resumed_from, before.applied_steps);  // joined, not from 0
+  EXPECT_LT(results[2].train.resumed_from, end) << "the others had finished already";
+  // All three end with the server's parameters.
+  EXPECT_EQ(results[2].train.params_crc, results[0].train.params_crc);
+  EXPECT_EQ(results[1].train.params_crc, results[0].train.params_crc);
+  EXPECT_GT(results[0].train.final_eval.accuracy, 0.6);
+  // Every applied step was pushed by each worker or applied without it: nothing lost, nothing
+  // counted twice, and worker 2 missed at least the steps while it was away.
+  const ps::ServerStats s = cluster.servers[0]->stats();
+  EXPECT_EQ(s.applied_steps, end);
+  for (uint32_t w = 0; w < 3; ++w) {
+    EXPECT_EQ(s.pushes[w] + s.missed[w], end) << "worker " << w;
+  }
+  EXPECT_EQ(s.missed[0], 0u);
+  EXPECT_GE(s.missed[2], results[2].train.resumed_from - 5);
+}
+
+// The server killed in the middle of training and restarted from its checkpoint on the same
+// port: the workers retry, register again, go back to the checkpoint's step and finish.
+TEST(PsTraining, ServerRestartedFromItsCheckpointResumesTraining) {
+  TrainOptions o = options();
+  o.epochs = 8;
+  const std::filesystem::path dir =
+      std::filesystem::temp_directory_path() / ("qgrad_ps_restart_" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  ps::ServerOptions so;
+  so.token = kToken;
+  so.workers = 2;
+  so.checkpoint_dir = dir.string();
+  so.checkpoint_every = 10;
+  auto server = std::make_unique<ps::ParameterServer>(so);
+  const std::string address = server->address();
+  so.listen = address;  // the restarted one listens where the workers know it
+  const DataSplit data = load_data(o.data);
+  std::vector<PsTrainResult> results(2);
+  std::vector<std::string> errors(2);
+  std::vector<std::thread> threads;
+  for (uint32_t w = 0; w < 2; ++w) {
+    threads.emplace_back([&, w] {
+      try {
+        PsTrainOptions p{{address}, kToken, w, 2, std::chrono::seconds(20)};
+        results[w] = train_with_ps(p, data, o);
+      } catch (const std::exception& e) {
+        errors[w] = e.what();
+      }
+    });
+  }
+  for (int i = 0; i < 1000 && server->stats().applied_steps < 25; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  const uint64_t killed_at = server->stats().applied_steps;
+  EXPECT_GE(server->stats().checkpoint_step, 20u);
+  server.reset();  // gone: the workers see UNAVAILABLE
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  server = std::make_unique<ps::ParameterServer>(so);
+  const uint64_t resumed = server->stats().resumed_from;
+  EXPECT_GE(resumed, 20u);
+  EXPECT_LE(resumed, killed_at);
+  for (std::thread& t : threads) t.join();
+  for (uint32_t w = 0; w < 2; ++w) EXPECT_EQ(errors[w], "") << "worker " << w;
+  const uint64_t end = results[0].train.steps;
+  EXPECT_EQ(end, 8u * 25);  // 800 rows / 2 workers / batch 16, 8 epochs
+  EXPECT_EQ(results[1].train.steps, end);
+  EXPECT_EQ(results[1].train.params_crc, results[0].train.params_crc);
+  EXPECT_GT(results[0].train.final_eval.accuracy, 0.6);
+  const ps::ServerStats s = server->stats();
+  EXPECT_EQ(s.applied_steps, end);
+  // The new server counted exactly the steps from the checkpoint on, once per worker.
+  EXPECT_THAT(s.pushes, testing::Each(end - resumed));
+  server.reset();
+  std::filesystem::remove_all(dir);
+}
+
+// The downlink codec: pulls carry the server's encoded updates (qsgd 8 bits) instead of fp32
+// values; every worker still ends with the same bits (x^ += D(payload) on the same bits), the
+// accuracy holds, and the pulls shrink.
+TEST(PsTraining, DownlinkCodecShrinksPullsAndKeepsWorkersEqual) {
+  TrainOptions o = options();
+  o.exchange.bucket_bytes = 4096;  // the whole model in one key per server
+  const DataSplit data = load_data(o.data);
+  const auto run = [&](const std::string& downlink, std::vector<PsTrainResult>& results) {
+    ps::ServerOptions so;
+    so.token = kToken;
+    so.workers = 3;
+    so.downlink_codec = downlink;
+    ps::ParameterServer server(so);
+    std::vector<std::string> errors(3);
+    std::vector<std::thread> threads;
+    for (uint32_t w = 0; w < 3; ++w) {
+      threads.emplace_back([&, w] {
+        try {
+          PsTrainOptions p{{server.address()}, kToken, w, 3, std::chrono::seconds(30)};
+          results[w] = train_with_ps(p, data, o);
+        } catch (const std::exception& e) {
+          errors[w] = e.what();
+        }
+      });
+    }
+    for (std::thread& t : threads) t.join();
+    for (uint32_t w = 0; w < 3; ++w) EXPECT_EQ(errors[w], "") << "worker " << w;
+  };
+  std::vector<PsTrainResult> fp32(3), coded(3);
+  run("", fp32);
+  run("qsgd:bits=8,bucket=64", coded);
+  for (uint32_t w = 0; w < 3; ++w) {
+    EXPECT_EQ(coded[w].train.params_crc, coded[0].train.params_crc) << "worker " << w;
+  }
+  EXPECT_NE(coded[0].train.params_crc, fp32[0].train.params_crc);  // it did change the pulls
+  EXPECT_GT(coded[0].train.final_eval.accuracy, 0.6);
+  EXPECT_NEAR(coded[0].train.final_eval.accuracy, fp32[0].train.final_eval.accuracy, 0.05);
+  // 68 fp32 values against 68 bytes + headers: at least 1.5x fewer bytes pulled.
+  EXPECT_LT(1.5 * static_cast<double>(coded[0].train.bytes_received),
+            static_cast<double>(fp32[0].train.bytes_received));
+  // A majority-vote codec is refused: its signs do not estimate the update.
+  ps::ServerOptions bad;
+  bad.token = kToken;
+  bad.downlink_codec = "sign";
+  EXPECT_THROW(ps::ParameterServer{bad}, InvalidArgument);
 }
 
 TEST(PsTraining, KeysAreBalancedByBytes) {
