@@ -294,23 +294,28 @@ def sweep(args):
           f"links x {len(grid['seeds'])} seeds, {grid['mode']}) in {out}"
           + (f"; {skipped} finished earlier, skipped" if skipped else ""), flush=True)
     failed = 0
-    for i, r in enumerate(runs, 1):
-        if r not in todo:
-            print(f"[{i}/{len(runs)}] {r['label']} at {r['link']}, seed {r['seed']}: "
-                  "finished earlier, skipped", flush=True)
-            continue
-        r["status"] = "running"
-        write_manifest(out, grid, all_runs)
-        try:
-            run_one(out, r, i, len(runs))
-        except Interrupted as e:
-            r["status"] = "interrupted"
+    current = None  # the run whose process may be going when a signal comes
+    try:
+        for i, r in enumerate(runs, 1):
+            if r not in todo:
+                print(f"[{i}/{len(runs)}] {r['label']} at {r['link']}, seed {r['seed']}: "
+                      "finished earlier, skipped", flush=True)
+                continue
+            current = r
+            r["status"] = "running"
             write_manifest(out, grid, all_runs)
-            print(f"qgrad-sweep: interrupted ({e}); run the same command again to resume",
-                  file=sys.stderr, flush=True)
-            return 130
-        failed += r["status"] == "failed"
+            run_one(out, r, i, len(runs))
+            failed += r["status"] == "failed"
+            write_manifest(out, grid, all_runs)
+    except Interrupted as e:
+        # The signal can come at any point of the loop, also between two runs; a run that had
+        # not ended is marked interrupted (a later sweep redoes it like a pending one).
+        if current is not None and current["status"] == "running":
+            current["status"] = "interrupted"
         write_manifest(out, grid, all_runs)
+        print(f"qgrad-sweep: interrupted ({e}); run the same command again to resume",
+              file=sys.stderr, flush=True)
+        return 130
     print(f"qgrad-sweep: {len(runs) - failed} of {len(runs)} runs done"
           + (f", {failed} FAILED (see their logs)" if failed else "")
           + f"; manifest {os.path.join(out, 'manifest.json')}", flush=True)

@@ -45,9 +45,12 @@ def has_summary(path):
         return False
 
 
-def first_done(out):
+def second_running(out):
+    """The first run is done and the second has started (a SIGTERM between the two would find
+    no run to interrupt: the second stays pending, which is also resumed, but not this test)."""
     try:
-        return manifest(out)["runs"][0]["status"] == "done"
+        runs = manifest(out)["runs"]
+        return runs[0]["status"] == "done" and runs[1]["status"] == "running"
     except (OSError, ValueError, KeyError, IndexError):
         return False
 
@@ -71,8 +74,8 @@ class Sweep(unittest.TestCase):
         sweep = subprocess.Popen(command(self.out), stdout=subprocess.PIPE,
                                  stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 60
-        # Stop it once the manifest says the first run is done (the second then runs).
-        while not first_done(self.out):
+        # Stop it once the manifest says the first run is done and the second runs.
+        while not second_running(self.out):
             self.assertIsNone(sweep.poll(), "the sweep ended before it could be interrupted")
             self.assertLess(time.monotonic(), deadline, "the first run never finished")
             time.sleep(0.02)
