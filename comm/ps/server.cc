@@ -38,6 +38,15 @@ grpc::Status invalid(const std::string& what) {
 grpc::Status precondition(const std::string& what) {
   return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, what);
 }
+// A call from a worker this server does not know. Its own code (not FAILED_PRECONDITION, which
+// is final): after a server restart a worker's next call can reach the new server before the
+// worker learns of the restart, and NOT_FOUND tells it to register again and retry.
+grpc::Status unregistered(uint32_t worker, const char* call) {
+  return grpc::Status(grpc::StatusCode::NOT_FOUND,
+                      detail::concat("worker ", worker, " ", call,
+                                     " before it registered with this server (restarted?): "
+                                     "register first"));
+}
 
 // Constant time, so that a wrong token's running time says nothing about how much of it matched.
 bool same_secret(std::string_view a, std::string_view b) {
@@ -582,7 +591,7 @@ class ParameterServer::Impl final : public v1::ParameterServer::Service {
       if (auto dup = check_duplicate(req, resp)) return *dup;
       // Registered implies a model: shape_ is fixed from here on, decode_push reads it unlocked.
       if (!workers_[id].registered) {
-        return precondition(detail::concat("worker ", id, " pushed before it registered"));
+        return unregistered(id, "pushed");
       }
     }
     if (!std::isfinite(req.lr()) || req.lr() < 0.0f) {
@@ -600,7 +609,7 @@ class ParameterServer::Impl final : public v1::ParameterServer::Service {
     if (auto dup = check_duplicate(req, resp)) return *dup;
     WorkerState& w = workers_[id];
     if (!w.registered) {
-      return precondition(detail::concat("worker ", id, " pushed before it registered"));
+      return unregistered(id, "pushed");
     }
     if (req.step() < applied_) {
       return aborted(detail::concat("step ", req.step(), " was applied without worker ", id,
@@ -910,7 +919,7 @@ class ParameterServer::Impl final : public v1::ParameterServer::Service {
     }
     std::unique_lock lock(mu_);
     if (!workers_[req.worker_id()].registered) {
-      return precondition(detail::concat("worker ", req.worker_id(), " pulled before it registered"));
+      return unregistered(req.worker_id(), "pulled");
     }
     come_back(req.worker_id());
     if (req.step() > applied_ + 1) {

@@ -185,8 +185,11 @@ uint64_t PsExchange::reconnect(size_t s, std::chrono::steady_clock::time_point g
           ->register_worker(options_.workers, server_shapes_[s], register_models_[s])
           .step;
     } catch (const RpcError& e) {
+      // CANCELLED: the registration reached a server that was shutting down (this worker never
+      // cancels its calls); its successor is what we wait for, as after UNAVAILABLE.
       const bool transient = e.code == grpc::StatusCode::UNAVAILABLE ||
-                             e.code == grpc::StatusCode::DEADLINE_EXCEEDED;
+                             e.code == grpc::StatusCode::DEADLINE_EXCEEDED ||
+                             e.code == grpc::StatusCode::CANCELLED;
       if (!transient) throw;
       if (std::chrono::steady_clock::now() + backoff > give_up) {
         const double waited =
@@ -332,10 +335,12 @@ uint64_t PsExchange::run_server(size_t s, uint64_t step, float lr, ServerWork& w
     }
   }
   const uint64_t request_id = step + 1;  // one push per (worker, step); retries repeat it
+  // NOT_FOUND: the server does not know this worker, i.e. it restarted and this call reached
+  // the new one first; registering again (reconnect) and retrying is the cure, as for the rest.
   const auto transient = [](const RpcError& e) {
     return e.code == grpc::StatusCode::UNAVAILABLE ||
            e.code == grpc::StatusCode::DEADLINE_EXCEEDED ||
-           e.code == grpc::StatusCode::CANCELLED;
+           e.code == grpc::StatusCode::CANCELLED || e.code == grpc::StatusCode::NOT_FOUND;
   };
   const auto give_up = std::chrono::steady_clock::now() + options_.reconnect_for;
   bool lost = false;  // the server did not (or no longer) count this push
@@ -398,8 +403,10 @@ uint64_t PsExchange::run_server(size_t s, uint64_t step, float lr, ServerWork& w
     } catch (const RpcError& e) {
       // DEADLINE_EXCEEDED here means the step was not applied in time (workers missing and no
       // quorum): that is an error, not a reason to wait longer. CANCELLED comes from a server
-      // shutting down (this worker never cancels its calls): as UNAVAILABLE.
-      if (e.code != grpc::StatusCode::UNAVAILABLE && e.code != grpc::StatusCode::CANCELLED) {
+      // shutting down (this worker never cancels its calls): as UNAVAILABLE. NOT_FOUND comes
+      // from a restarted server that has not seen this worker register yet.
+      if (e.code != grpc::StatusCode::UNAVAILABLE && e.code != grpc::StatusCode::CANCELLED &&
+          e.code != grpc::StatusCode::NOT_FOUND) {
         throw;
       }
     }
