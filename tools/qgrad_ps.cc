@@ -101,7 +101,7 @@ nlohmann::json record(const qgrad::ps::ServerStats& s, double seconds) {
 
 int main(int argc, char** argv) {
   CLI::App app{"qgrad-ps: a parameter server for qgrad-train --ps (synchronous mode, with a "
-               "quorum after --timeout)."};
+               "quorum after --timeout, or asynchronous with a staleness bound)."};
   std::string listen, token_file, metrics_path, max_message = "64MiB";
   uint32_t workers = 0;
   uint64_t log_every = 10;
