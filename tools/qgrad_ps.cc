@@ -2,6 +2,12 @@
 //
 //   qgrad-ps --listen 127.0.0.1:7070 --workers 4 --token-file token.txt [--metrics ps.jsonl]
 //            [--timeout S [--quorum Q]] [--checkpoint-dir D [--checkpoint-every K]]
+//            [--mode sync|async [--max-staleness K]]
+//
+// --mode async: each push is applied when it arrives (ParameterServer, comm/ps/server.h); a push
+// computed on a model more than K versions old is refused (ABORTED) and the worker pulls and
+// goes on. Without --max-staleness: no bound. Not with --timeout, --quorum, --downlink-codec
+// or a majority-vote codec (refused with a message naming why).
 //
 // --timeout: a step that has waited S seconds since its first push is applied with the pushes
 // it has when at least Q workers (default a majority) pushed; the line "qgrad-ps: step ... applied
@@ -81,14 +87,21 @@ nlohmann::json record(const qgrad::ps::ServerStats& s, double seconds) {
           {"rejected", s.rejected},
           {"quorum_steps", s.quorum_steps},
           {"missed", total(s.missed)},
-          {"checkpoint_step", s.checkpoint_step}};
+          {"checkpoint_step", s.checkpoint_step},
+          // Asynchronous mode: applied pushes, stale refusals, staleness of the applied pushes.
+          {"async_applied", s.async_applied},
+          {"stale_refused", s.stale_refused},
+          {"staleness_max", s.staleness_max},
+          {"staleness_mean", s.async_applied > 0 ? static_cast<double>(s.staleness_sum) /
+                                                       static_cast<double>(s.async_applied)
+                                                 : 0.0}};
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"qgrad-ps: a parameter server for qgrad-train --ps (synchronous mode, with a "
-               "quorum after --timeout)."};
+               "quorum after --timeout, or asynchronous with a staleness bound)."};
   std::string listen, token_file, metrics_path, max_message = "64MiB";
   uint32_t workers = 0;
   uint64_t log_every = 10;
@@ -121,6 +134,14 @@ int main(int argc, char** argv) {
                  "write checkpoints here; resume from the one found here at start");
   app.add_option("--checkpoint-every", checkpoint_every, "applied steps between checkpoints")
       ->capture_default_str();
+  std::string mode = "sync";
+  uint64_t max_staleness = UINT64_MAX;
+  app.add_option("--mode", mode, "sync: a step waits for every worker (or a quorum); async: each "
+                 "push is applied when it arrives")
+      ->capture_default_str();
+  app.add_option("--max-staleness", max_staleness,
+                 "async: refuse pushes computed on a model more than K versions old (default: "
+                 "no bound)");
   std::string downlink;
   app.add_option("--downlink-codec", downlink,
                  "encode the pulls' updates with this codec and the server's own error memory "
@@ -180,6 +201,17 @@ int main(int argc, char** argv) {
     if (!tls_ca.empty()) (void)qgrad::ps::read_pem_file(tls_ca, "--tls-ca");
     options.tls_cert = tls_cert;
     options.downlink_codec = downlink;
+    QGRAD_CHECK(mode == "sync" || mode == "async", "--mode must be sync or async, got '", mode,
+                "'");
+    options.async = mode == "async";
+    QGRAD_CHECK(options.async || app.count("--max-staleness") == 0,
+                "--max-staleness needs --mode async (the synchronous mode has no stale pushes)");
+    QGRAD_CHECK(!options.async || (timeout_s == 0 && quorum == 0),
+                "--timeout and --quorum are for --mode sync (async waits for nobody)");
+    QGRAD_CHECK(!options.async || downlink.empty(),
+                "--downlink-codec needs --mode sync: the server keeps one copy of the workers' "
+                "model, and asynchronous workers hold different versions");
+    options.max_staleness = max_staleness;
     options.tls_key = tls_key;
     options.tls_ca = tls_ca;
     options.log = [](const std::string& line) {
@@ -214,6 +246,13 @@ int main(int argc, char** argv) {
   if (timeout_s > 0) {
     std::printf("; timeout %.3g s, quorum %u", timeout_s,
                 quorum > 0 ? quorum : workers / 2 + 1);
+  }
+  if (options.async) {
+    if (max_staleness == UINT64_MAX) {
+      std::printf("; async, staleness unbounded");
+    } else {
+      std::printf("; async, max staleness %llu", static_cast<unsigned long long>(max_staleness));
+    }
   }
   if (!tls_cert.empty()) std::printf(tls_ca.empty() ? "; TLS" : "; mutual TLS");
   if (!downlink.empty()) std::printf("; downlink %s", downlink.c_str());
@@ -298,6 +337,16 @@ int main(int argc, char** argv) {
               static_cast<unsigned long long>(total(s.duplicates)),
               static_cast<unsigned long long>(s.rejected),
               static_cast<unsigned long long>(s.quorum_steps));
+  if (options.async) {
+    std::printf("qgrad-ps: async: %llu pushes applied, %llu refused as stale; staleness max %llu, "
+                "mean %.2f\n",
+                static_cast<unsigned long long>(s.async_applied),
+                static_cast<unsigned long long>(s.stale_refused),
+                static_cast<unsigned long long>(s.staleness_max),
+                s.async_applied > 0 ? static_cast<double>(s.staleness_sum) /
+                                          static_cast<double>(s.async_applied)
+                                    : 0.0);
+  }
   std::fflush(stdout);
   return 0;
 }

@@ -66,6 +66,7 @@ PsTrainResult train_with_ps(const PsTrainOptions& ps, const DataSplit& data,
                                                        std::chrono::milliseconds(10'000));
                          po.resend_every = ps.resend_every;
                          po.stop_after = ps.stop_after;
+                         po.push_delay = ps.push_delay;
                          po.client.tls_ca = ps.tls_ca;
                          po.client.tls_cert = ps.tls_cert;
                          po.client.tls_key = ps.tls_key;

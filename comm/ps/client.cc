@@ -4,6 +4,7 @@
 
 #include <bit>
 #include <cctype>
+#include <cmath>
 #include <cstring>
 #include <fstream>
 #include <iterator>
@@ -166,17 +167,19 @@ RegisterResult PsClient::register_worker(uint32_t world_size, const std::vector<
   check(conn_->rpc->Register(&ctx, req, &resp), address_,
         detail::concat("Register (worker ", worker_id_, ")"));
   shape_ = shape;
-  return {resp.step(), resp.adopted()};
+  return {resp.step(), resp.adopted(), resp.asynchronous()};
 }
 
 PushResult PsClient::push(uint64_t step, uint64_t request_id,
-                          std::span<const std::vector<std::byte>> payloads, float lr) {
+                          std::span<const std::vector<std::byte>> payloads, float lr,
+                          std::optional<uint64_t> model_version) {
   v1::PushRequest req;
   req.set_version(kProtocolVersion);
   req.set_worker_id(worker_id_);
   req.set_step(step);
   req.set_request_id(request_id);
   req.set_lr(lr);
+  if (model_version) req.set_model_version(*model_version);
   for (size_t k = 0; k < payloads.size(); ++k) {
     v1::KeyPayload* kp = req.add_payloads();
     kp->set_key(static_cast<uint32_t>(k));
@@ -270,6 +273,12 @@ ServerStats PsClient::status() {
   s.rejected = resp.rejected();
   s.quorum_steps = resp.quorum_steps();
   s.checkpoint_step = resp.checkpoint_step();
+  s.async_applied = resp.async_applied();
+  s.stale_refused = resp.stale_refused();
+  s.staleness_max = resp.staleness_max();
+  // The wire carries the mean; the sum is what ServerStats keeps.
+  s.staleness_sum = static_cast<uint64_t>(
+      std::llround(resp.staleness_mean() * static_cast<double>(resp.async_applied())));
   for (const v1::WorkerStatus& w : resp.workers()) {
     s.registered.push_back(w.registered());
     s.last_pushed_step.push_back(w.last_pushed_step());

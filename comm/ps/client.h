@@ -68,6 +68,7 @@ struct RegisterModel {
 struct RegisterResult {
   uint64_t step = 0;     // the step the server collects next
   bool adopted = false;  // this registration gave the server its model
+  bool async = false;    // the server applies each push on arrival (see server.h)
 };
 
 struct PushResult {
@@ -104,9 +105,11 @@ class PsClient {
   RegisterResult register_worker(uint32_t world_size, const std::vector<ParamShape>& shape,
                                  const RegisterModel& model);
   // payloads[k] is the wire payload of key k (core/codec.h), every key once; lr is the step's
-  // learning rate (the same on every worker).
+  // learning rate (the same on every worker). model_version: the version (PullResult::
+  // applied_steps) the gradient was computed on; an asynchronous server needs it.
   PushResult push(uint64_t step, uint64_t request_id,
-                  std::span<const std::vector<std::byte>> payloads, float lr);
+                  std::span<const std::vector<std::byte>> payloads, float lr,
+                  std::optional<uint64_t> model_version = std::nullopt);
   // Waits until `step` steps are applied; checks the sizes against the registered shape.
   // have_step: the step whose model this worker holds (a downlink codec may then answer with
   // the update from it).

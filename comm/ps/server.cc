@@ -139,6 +139,19 @@ class ParameterServer::Impl final : public v1::ParameterServer::Service {
                 "ParameterServer: a quorum needs a timeout (without one every step waits for "
                 "every worker)");
     QGRAD_CHECK(options_.checkpoint_every >= 1, "ParameterServer: checkpoint_every must be >= 1");
+    if (options_.async) {
+      // Sync-only machinery: a quorum completes a step, the downlink keeps one copy of the
+      // workers' model; in async mode there are no steps to complete and no shared copy.
+      QGRAD_CHECK(options_.timeout.count() == 0 && options_.quorum == 0, "ParameterServer: "
+                  "--timeout and --quorum are for the synchronous mode (async mode applies each "
+                  "push when it arrives and waits for nobody)");
+      QGRAD_CHECK(options_.downlink_codec.empty(), "ParameterServer: --downlink-codec needs "
+                  "the synchronous mode: the server keeps one copy of the workers' model, and "
+                  "asynchronous workers hold different versions");
+    } else {
+      QGRAD_CHECK(options_.max_staleness == UINT64_MAX, "ParameterServer: --max-staleness is "
+                  "for the asynchronous mode (--mode async)");
+    }
     if (!options_.downlink_codec.empty()) {
       downlink_ = make_codec(options_.downlink_codec);  // names a bad spec
       QGRAD_CHECK(downlink_->aggregation() == Aggregation::kMean, "ParameterServer: downlink "
@@ -253,6 +266,10 @@ class ParameterServer::Impl final : public v1::ParameterServer::Service {
     s.quorum_steps = quorum_steps_;
     s.checkpoint_step = checkpoint_step_;
     s.resumed_from = resumed_from_;
+    s.async_applied = async_applied_;
+    s.stale_refused = stale_refused_;
+    s.staleness_max = staleness_max_;
+    s.staleness_sum = staleness_sum_;
     for (const WorkerState& w : workers_) {
       s.missed.push_back(w.missed);
       s.registered.push_back(w.registered);
@@ -327,6 +344,12 @@ class ParameterServer::Impl final : public v1::ParameterServer::Service {
       }
       resp->set_quorum_steps(quorum_steps_);
       resp->set_checkpoint_step(checkpoint_step_);
+      resp->set_async_applied(async_applied_);
+      resp->set_stale_refused(stale_refused_);
+      resp->set_staleness_max(staleness_max_);
+      resp->set_staleness_mean(async_applied_ > 0 ? static_cast<double>(staleness_sum_) /
+                                                        static_cast<double>(async_applied_)
+                                                  : 0.0);
       resp->set_bytes_in(bytes_in_);
       resp->set_bytes_out(bytes_out_);
       resp->set_rejected(rejected_);
@@ -424,6 +447,13 @@ class ParameterServer::Impl final : public v1::ParameterServer::Service {
     w.last_seen = std::chrono::steady_clock::now();
     come_back(id);
     resp->set_step(applied_);
+    if (options_.async) {
+      // A worker's step counts its own pushes, not the server's versions: a new worker starts
+      // at 0 whatever the others did, a restarted one after its last counted push (so that it
+      // never repeats a (step, request id) the server has counted).
+      resp->set_step(static_cast<uint64_t>(w.last_step + 1));
+      resp->set_asynchronous(true);
+    }
     resp->set_adopted(adopted);
     return grpc::Status::OK;
   }
@@ -603,6 +633,7 @@ class ParameterServer::Impl final : public v1::ParameterServer::Service {
     push.present = true;
     push.request_id = req.request_id();
     push.lr = req.lr();
+    if (options_.async) return apply_async(req, push, resp);
 
     std::unique_lock lock(mu_);
     // The step may have moved while we decoded.
@@ -652,6 +683,76 @@ class ParameterServer::Impl final : public v1::ParameterServer::Service {
     come_back(id);
     if (pushed_++ == 0) first_push_ = std::chrono::steady_clock::now();
     if (step_complete()) apply_step();
+    resp->set_duplicate(false);
+    resp->set_applied_steps(applied_);
+    lock.unlock();
+    applied_cv_.notify_all();
+    return grpc::Status::OK;
+  }
+
+  // Asynchronous mode: the decoded push is applied now, alone (see server.h).
+  grpc::Status apply_async(const v1::PushRequest& req, const PendingPush& push,
+                           v1::PushResponse* resp) {
+    const uint32_t id = req.worker_id();
+    for (size_t k = 0; k < push.aggregation.size(); ++k) {
+      if (push.aggregation[k] == Aggregation::kMajorityVote) {
+        return invalid(detail::concat("key ", k, " ('", shape_[k].name, "'): this payload's "
+                                      "codec aggregates by majority vote, which the asynchronous "
+                                      "mode cannot do (one push is no vote); use a mean codec "
+                                      "such as sign:scale=l1 or qsgd"));
+      }
+    }
+    if (!req.has_model_version()) {
+      return invalid(detail::concat("push of worker ", id, " step ", req.step(), " does not say "
+                                    "which model version it was computed on (model_version), "
+                                    "which the asynchronous mode needs (an older client?)"));
+    }
+    std::unique_lock lock(mu_);
+    if (auto dup = check_duplicate(req, resp)) return *dup;
+    WorkerState& w = workers_[id];
+    if (!w.registered) {
+      return precondition(detail::concat("worker ", id, " pushed before it registered"));
+    }
+    if (static_cast<int64_t>(req.step()) <= w.last_step) {
+      return precondition(detail::concat("worker ", id, " pushed step ", req.step(), " after its "
+                                         "step ", w.last_step, " (asynchronous mode: a worker's "
+                                         "steps only grow)"));
+    }
+    const uint64_t version = req.model_version();
+    w.last_seen = std::chrono::steady_clock::now();
+    if (version > applied_) {
+      return aborted(detail::concat("worker ", id, "'s push was computed on version ", version,
+                                    ", the server is at version ", applied_, " (it restarted "
+                                    "from an older checkpoint?): pull the current model and "
+                                    "continue"));
+    }
+    const uint64_t staleness = applied_ - version;
+    if (staleness > options_.max_staleness) {
+      ++stale_refused_;
+      return aborted(detail::concat("stale push: worker ", id, " step ", req.step(), " was "
+                                    "computed on version ", version, ", the server is at version ",
+                                    applied_, ": staleness ", staleness, " exceeds "
+                                    "--max-staleness ", options_.max_staleness, "; pull the "
+                                    "current model and continue"));
+    }
+    const float divisor = static_cast<float>(options_.workers);
+    optimizer_->begin_update();
+    std::vector<float> a;
+    for (size_t k = 0; k < params_.size(); ++k) {
+      a = push.decoded[k];
+      if (options_.workers > 1) {
+        for (float& v : a) v = v / divisor;  // as sync's mean: W pushes make one mean step
+      }
+      optimizer_->update(k, params_[k], a, push.lr);
+    }
+    ++applied_;
+    ++async_applied_;
+    staleness_max_ = std::max(staleness_max_, staleness);
+    staleness_sum_ += staleness;
+    w.last_step = static_cast<int64_t>(req.step());
+    w.last_request_id = req.request_id();
+    ++w.pushes;
+    if (!checkpoint_path_.empty() && applied_ % options_.checkpoint_every == 0) save_checkpoint();
     resp->set_duplicate(false);
     resp->set_applied_steps(applied_);
     lock.unlock();
@@ -922,19 +1023,20 @@ class ParameterServer::Impl final : public v1::ParameterServer::Service {
       return unregistered(req.worker_id(), "pulled");
     }
     come_back(req.worker_id());
-    if (req.step() > applied_ + 1) {
+    if (!options_.async && req.step() > applied_ + 1) {
       return precondition(detail::concat("worker ", req.worker_id(), " pulls step ", req.step(),
                                          ", the server is collecting step ", applied_,
                                          ": that step cannot be applied before the next one"));
     }
     // Wakes up now and then to notice a client that gave up (deadline or cancel).
-    while (applied_ < req.step() && !stopping_) {
+    // Asynchronous mode answers at once with the current version, whatever step was asked.
+    while (!options_.async && applied_ < req.step() && !stopping_) {
       if (ctx->IsCancelled()) {
         return grpc::Status(grpc::StatusCode::CANCELLED, "pull cancelled by the client");
       }
       applied_cv_.wait_for(lock, std::chrono::milliseconds(50));
     }
-    if (applied_ < req.step()) {
+    if (!options_.async && applied_ < req.step()) {
       return grpc::Status(grpc::StatusCode::UNAVAILABLE, "the server is shutting down");
     }
     resp->set_applied_steps(applied_);
@@ -991,6 +1093,10 @@ class ParameterServer::Impl final : public v1::ParameterServer::Service {
   std::string checkpoint_path_;
   uint64_t checkpoint_step_ = 0;
   uint64_t resumed_from_ = 0;
+  uint64_t async_applied_ = 0;
+  uint64_t stale_refused_ = 0;
+  uint64_t staleness_max_ = 0;
+  uint64_t staleness_sum_ = 0;
   std::thread monitor_;
 };
 

@@ -9,9 +9,9 @@
 // FAILED_PRECONDITION naming the first field that differs ("run.seed", "optimizer.momentum",
 // "key 3", "initial values").
 //
-// Synchronous mode only: step t is applied once every one of the `workers` workers has pushed it,
-// or, with a timeout, once `timeout` has passed since the step's first push and at least `quorum`
-// workers have pushed it: the mean is then over the workers that pushed, the step is counted in
+// Synchronous mode (the default): step t is applied once every one of the `workers` workers has
+// pushed it, or, with a timeout, once `timeout` has passed since the step's first push and at
+// least `quorum` workers have pushed it: the mean is then over the workers that pushed, the step is counted in
 // quorum_steps, each missing worker's `missed` grows, and `log` names them. A worker that stays
 // away is reported (every `timeout` while the quorum is not there), never waited on silently. A
 // late push of a step applied without it is refused with ABORTED ("step S was applied without
@@ -38,8 +38,17 @@
 // started on a directory that holds one resumes from it (as if the model had been adopted); a
 // damaged one is an error naming the file, not a silent fresh start.
 //
-// The step state (pending pushes, applied steps) is kept apart from the gRPC service; the async
-// mode with max staleness (not yet) is meant to slot in there. tools/qgrad_ps.cc wraps it.
+// Asynchronous mode (async): each push is applied when it arrives, alone: a = (1/W) D(p) for
+// mean codecs (W pushes make one mean step; majority-vote codecs are refused: one push is no
+// vote), then Optimizer::update(a) with the push's lr, and the version (applied_steps) grows by
+// one per push. A pull answers at once with the current model and its version. Every push says
+// which version its gradient was computed on (model_version); its staleness is applied_steps -
+// model_version, and a push staler than max_staleness is refused with ABORTED naming both (the
+// worker pulls and continues). Pushes stay idempotent by (worker, step, request id), where step
+// is the worker's own push count. No quorum, timeout or downlink codec (the downlink keeps one
+// copy of the workers' model, which workers on different versions do not share): refused.
+//
+// tools/qgrad_ps.cc wraps it.
 //
 // Thread-safety: all public methods may be called from any thread; gRPC handlers run on gRPC's
 // own threads and share one mutex (a step's work is done by the push that completes it, or by
@@ -69,6 +78,10 @@ struct ServerOptions {
   // Largest request the server accepts; larger ones fail with RESOURCE_EXHAUSTED before they are
   // parsed. Responses (pulls) are not bounded by it.
   size_t max_message_bytes = 64u << 20;
+  // Asynchronous mode (see the top of the file) and its staleness bound: a push computed on a
+  // model more than max_staleness versions old is refused.
+  bool async = false;
+  uint64_t max_staleness = UINT64_MAX;
   // Quorum: 0 waits for every worker forever; otherwise a step waits at most this long after its
   // first push, then is applied if at least `quorum` workers pushed (0: a majority, W/2 + 1).
   std::chrono::milliseconds timeout{0};
@@ -103,6 +116,12 @@ struct ServerStats {
   uint64_t quorum_steps = 0;     // applied without every worker (after the timeout)
   uint64_t checkpoint_step = 0;  // the latest checkpoint written or resumed from (0: none)
   uint64_t resumed_from = 0;     // the checkpoint's step this server started from (0: none)
+  // Asynchronous mode: pushes applied, pushes refused as too stale, and the staleness of the
+  // applied ones (staleness_sum / async_applied is the mean).
+  uint64_t async_applied = 0;
+  uint64_t stale_refused = 0;
+  uint64_t staleness_max = 0;
+  uint64_t staleness_sum = 0;
   std::vector<bool> registered;           // per worker
   std::vector<int64_t> last_pushed_step;  // per worker, -1 before the first push
   std::vector<uint64_t> pushes;           // counted, duplicates left out

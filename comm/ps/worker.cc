@@ -163,7 +163,12 @@ PsExchange::PsExchange(std::vector<ParamView> params, std::unique_ptr<Optimizer>
   have_.resize(servers);
   // A new run: every worker holds the initial model, the servers' model of step 0.
   if (first_step_ == 0) std::fill(have_.begin(), have_.end(), uint64_t{0});
-  if (first_step_ > 0) {
+  if (*async_) {
+    // Each server has its own version: take every server's current model.
+    for (size_t s = 0; s < servers; ++s) {
+      copy_in(s, clients_[s]->pull(0, std::nullopt));
+    }
+  } else if (first_step_ > 0) {
     for (size_t s = 0; s < servers; ++s) {
       QGRAD_CHECK(at[s] + 1 >= first_step_, "parameter server ", options_.servers[s],
                   " is at step ", at[s], ", another at step ", first_step_,
@@ -181,9 +186,10 @@ uint64_t PsExchange::reconnect(size_t s, std::chrono::steady_clock::time_point g
   auto backoff = std::chrono::milliseconds(100);
   for (;;) {
     try {
-      return clients_[s]
-          ->register_worker(options_.workers, server_shapes_[s], register_models_[s])
-          .step;
+      const RegisterResult r =
+          clients_[s]->register_worker(options_.workers, server_shapes_[s], register_models_[s]);
+      note_mode(s, r.async);
+      return r.step;
     } catch (const RpcError& e) {
       // CANCELLED: the registration reached a server that was shutting down (this worker never
       // cancels its calls); its successor is what we wait for, as after UNAVAILABLE.
@@ -203,6 +209,19 @@ uint64_t PsExchange::reconnect(size_t s, std::chrono::steady_clock::time_point g
     std::this_thread::sleep_for(backoff);
     backoff = std::min(backoff * 2, std::chrono::milliseconds(2000));
   }
+}
+
+void PsExchange::note_mode(size_t s, bool async) {
+  if (!async_) {
+    QGRAD_CHECK(!(async && codec_->aggregation() == Aggregation::kMajorityVote),
+                "parameter server ", options_.servers[s], " runs asynchronously, which applies "
+                "one push at a time: the codec '", codec_->spec().str(), "' needs a majority "
+                "vote of every worker; use a mean codec (e.g. sign:scale=l1, qsgd)");
+    async_ = async;
+  }
+  QGRAD_CHECK(*async_ == async, "parameter server ", options_.servers[s], " runs ",
+              async ? "asynchronously" : "synchronously", ", another server ",
+              *async_ ? "asynchronously" : "synchronously", ": all must run in the same mode");
 }
 
 void PsExchange::restore_memories(size_t s, std::span<const std::vector<std::byte>> payloads,
@@ -350,14 +369,16 @@ uint64_t PsExchange::run_server(size_t s, uint64_t step, float lr, ServerWork& w
     if (!lost) restore_memories(s, payloads, through_memory);
     lost = true;
   };
-  uint64_t target = step + 1;  // the step to pull
+  const bool async = *async_;
+  // Async: a pull answers at once with the current version (step 0 never waits).
+  uint64_t target = async ? 0 : step + 1;  // the step to pull
   // Pushes, pulls and their retries are exchange time; copying the pull in is decode time.
   std::optional<Stopwatch> exchanging(std::in_place, work.exchange_s);
   PullResult pulled;
   for (bool push = true;;) {
     for (int attempt = 1; push && !lost; ++attempt) {
       try {
-        const PushResult p = clients_[s]->push(step, request_id, payloads, lr);
+        const PushResult p = clients_[s]->push(step, request_id, payloads, lr, have_[s]);
         work.sent += p.request_bytes;
         std::lock_guard lock(counters_mutex_);
         counters_.bytes_pushed[s] += p.request_bytes;
@@ -370,9 +391,10 @@ uint64_t PsExchange::run_server(size_t s, uint64_t step, float lr, ServerWork& w
         counted = true;
         break;
       } catch (const RpcError& e) {
-        if (e.code == grpc::StatusCode::ABORTED) {  // applied without us after the timeout
+        if (e.code == grpc::StatusCode::ABORTED) {  // applied without us, or (async) too stale
           lose();
-          target = step;  // already applied: the pull answers at once with the current model
+          // Already applied (or async): the pull answers at once with the current model.
+          target = async ? 0 : step;
           break;
         }
         if (!transient(e)) throw;
@@ -380,7 +402,7 @@ uint64_t PsExchange::run_server(size_t s, uint64_t step, float lr, ServerWork& w
       // A transport failure may or may not have reached the server: registering again covers a
       // restarted server, and the same request id makes the retry safe (counted once).
       const uint64_t at = reconnect(s, give_up, "Push");
-      if (at < step) {  // restarted from an older checkpoint: go back to its step
+      if (!async && at < step) {  // restarted from an older checkpoint: go back to its step
         lose();
         target = at;
       }
@@ -390,7 +412,7 @@ uint64_t PsExchange::run_server(size_t s, uint64_t step, float lr, ServerWork& w
         !resent) {
       // As a client whose response was lost: the same push again must be a duplicate.
       resent = true;
-      const PushResult again = clients_[s]->push(step, request_id, payloads, lr);
+      const PushResult again = clients_[s]->push(step, request_id, payloads, lr, have_[s]);
       work.sent += again.request_bytes;
       std::lock_guard lock(counters_mutex_);
       counters_.bytes_pushed[s] += again.request_bytes;
@@ -411,6 +433,7 @@ uint64_t PsExchange::run_server(size_t s, uint64_t step, float lr, ServerWork& w
       }
     }
     const uint64_t at = reconnect(s, give_up, "Pull");
+    if (async) continue;  // the push was answered or lost already: pull again
     if (at < target && at < step) {  // restarted from a checkpoint before this step
       lose();
       target = at;
@@ -464,6 +487,7 @@ StepStats PsExchange::step(float lr) {
                   "optimizer sends (s(lr) * T(g)) is not (learning rate too large?)");
     }
   }
+  if (options_.push_delay.count() > 0) std::this_thread::sleep_for(options_.push_delay);
   const size_t servers = clients_.size();
   std::vector<ServerWork> work(servers);
   std::vector<std::exception_ptr> errors(servers);
@@ -491,8 +515,9 @@ StepStats PsExchange::step(float lr) {
   }
   // Normally every server answers step_ + 1. After a dropped push or a server restart the
   // servers' step rules; servers one step behind are mid-step and get there.
-  const uint64_t next = *std::max_element(at.begin(), at.end());
-  for (size_t s = 0; s < servers; ++s) {
+  // Async: this worker's step counts its own pushes; the servers' versions are their own.
+  const uint64_t next = *async_ ? step_ + 1 : *std::max_element(at.begin(), at.end());
+  for (size_t s = 0; s < servers && !*async_; ++s) {
     if (at[s] == next) continue;
     QGRAD_CHECK(at[s] + 1 == next, "parameter server ", options_.servers[s], " is at step ",
                 at[s], ", another at step ", next, ": the servers are not at the same step "

@@ -45,6 +45,11 @@
 // from a checkpoint older than that is an error naming both servers.
 // Downlink codec (a server option): a pull may carry the server's encoded update instead of the
 // values; the worker adds it to the model it holds (copy_in), keeping the server's bits.
+// Asynchronous servers (qgrad-ps --mode async, learned at registration): step t pushes with the
+// version of the model it was computed on (the last pull's) and pulls the current model at once;
+// the worker's step counts its own pushes (no waiting, no continue_at). A push refused as too
+// stale (ABORTED) goes back into the error memory as above, and the worker pulls and goes on.
+// Majority-vote codecs are refused (the server applies one push at a time).
 // Not yet: overlap of pushes with backward, worker checkpoints (export_state throws: the servers
 // checkpoint, a restarted worker rejoins), the nan policy skip-step (it needs the workers to
 // agree).
@@ -108,6 +113,8 @@ struct PsExchangeOptions {
   // Tests: after this many steps the worker falls silent, as a killed process would: step()
   // throws CommError before pushing anything more (0: never).
   uint64_t stop_after = 0;
+  // Tests: sleep this long before each step's pushes, as a slow worker (0: never).
+  std::chrono::milliseconds push_delay{0};
   // How long a server may stay unreachable before the worker gives up (see the top of the file).
   std::chrono::milliseconds reconnect_for{60'000};
 };
@@ -157,6 +164,8 @@ class PsExchange final : public GradientExchange {
   uint64_t run_server(size_t s, uint64_t step, float lr, ServerWork& work);
   // Registers with server s until it answers or reconnect_for has passed; returns its step.
   uint64_t reconnect(size_t s, std::chrono::steady_clock::time_point give_up, const char* call);
+  // Register's answer says whether the servers run asynchronously; all must agree.
+  void note_mode(size_t s, bool async);
   // Payloads of a push the server did not count go back into the error memories.
   void restore_memories(size_t s, std::span<const std::vector<std::byte>> payloads,
                         const std::vector<bool>& through_memory);
@@ -173,6 +182,7 @@ class PsExchange final : public GradientExchange {
   std::vector<std::vector<ParamShape>> server_shapes_;
   std::vector<RegisterModel> register_models_;  // what (re)registration sends, per server
   uint64_t first_step_ = 0;
+  std::optional<bool> async_;  // the servers' mode, from their first registration
   // Per server: the step whose model this worker holds (for a downlink codec's updates).
   std::vector<std::optional<uint64_t>> have_;
   std::vector<std::unique_ptr<ErrorFeedback>> memories_;  // per key; null where unused

@@ -412,6 +412,74 @@ TEST(ParameterServer, RejectsBadOptions) {
   EXPECT_THROW(ParameterServer{o}, InvalidArgument);
 }
 
+// Async, K = 0: each push is applied on arrival as 1/W of a mean step, a pull answers at once,
+// a push computed on an older version is ABORTED naming the staleness and the bound, and the
+// worker that pulls again gets its next push applied.
+TEST(ParameterServer, AsyncAppliesEachPushAndRefusesStaleOnes) {
+  ServerOptions o = server_options(2);
+  o.async = true;
+  o.max_staleness = 0;
+  ParameterServer server(o);
+  const auto none = make_codec("none");
+  PsClient w0(server.address(), kToken, 0);
+  PsClient w1(server.address(), kToken, 1);
+  EXPECT_TRUE(w0.register_worker(2, model(), RegisterModel{}).async);
+  const auto p0 = encode(*none, random_tensors(1), 0, 0);
+  const auto p1 = encode(*none, random_tensors(2), 1, 0);
+
+  EXPECT_EQ(w0.push(0, 1, p0, kLr, /*model_version=*/0).applied_steps, 1u);
+  // A worker's step counts its own pushes: one joining after others pushed starts at 0.
+  EXPECT_EQ(w1.register_worker(2, model(), RegisterModel{}).step, 0u);
+  EXPECT_TRUE(w0.push(0, 1, p0, kLr, 0).duplicate);  // a retry: counted once
+  expect_rpc_error([&] { w1.push(0, 1, p1, kLr, 0); }, grpc::StatusCode::ABORTED,
+                   "staleness 1 exceeds --max-staleness 0");
+  // No waiting for the other worker, whatever step is asked.
+  EXPECT_EQ(w1.pull(7).applied_steps, 1u);
+  EXPECT_EQ(w1.push(1, 2, p1, kLr, 1).applied_steps, 2u);
+  // Restarted, it continues after its last counted push.
+  EXPECT_EQ(PsClient(server.address(), kToken, 1).register_worker(2, model(), RegisterModel{}).step,
+            2u);
+
+  Tensors x = o.initial;
+  for (const Tensors& d : {decode(p0), decode(p1)}) {
+    for (size_t k = 0; k < x.size(); ++k) {
+      for (size_t j = 0; j < x[k].size(); ++j) x[k][j] -= d[k][j] / 2.0f;
+    }
+  }
+  const Tensors got = server.parameters();
+  for (size_t k = 0; k < x.size(); ++k) {
+    EXPECT_THAT(got[k], testing::Pointwise(testing::FloatNear(1e-6f), x[k])) << "key " << k;
+  }
+  // A push that does not say its version, and a majority-vote codec: refused.
+  expect_rpc_error([&] { w0.push(1, 3, p0, kLr); }, grpc::StatusCode::INVALID_ARGUMENT,
+                   "model_version");
+  const auto sign = make_codec("sign");
+  expect_rpc_error([&] { w0.push(1, 3, encode(*sign, random_tensors(3), 0, 1), kLr, 2); },
+                   grpc::StatusCode::INVALID_ARGUMENT, "majority vote");
+
+  const ServerStats s = w0.status();
+  EXPECT_EQ(s.applied_steps, 2u);
+  EXPECT_EQ(s.async_applied, 2u);
+  EXPECT_EQ(s.stale_refused, 1u);
+  EXPECT_EQ(s.staleness_max, 0u);
+  EXPECT_THAT(s.pushes, testing::ElementsAre(1, 1));
+  EXPECT_THAT(s.duplicates, testing::ElementsAre(1, 0));
+}
+
+TEST(ParameterServer, AsyncRejectsSyncOnlyOptionsAndSyncRejectsAStalenessBound) {
+  ServerOptions o = server_options(2);
+  o.async = true;
+  o.timeout = std::chrono::milliseconds(100);
+  EXPECT_THROW(ParameterServer{o}, InvalidArgument);
+  o = server_options(2);
+  o.async = true;
+  o.downlink_codec = "qsgd:bits=8";
+  EXPECT_THROW(ParameterServer{o}, InvalidArgument);
+  o = server_options(2);
+  o.max_staleness = 4;  // sync mode
+  EXPECT_THROW(ParameterServer{o}, InvalidArgument);
+}
+
 TEST(ParameterServer, PullDeadlineNamesTheServer) {
   ParameterServer server(server_options(2));
   ClientOptions co;
