@@ -3,9 +3,13 @@
 # hang counts as a failure.
 include(GoogleTest)
 function(qgrad_add_test name)
-  cmake_parse_arguments(T "" "TIMEOUT" "SOURCES;LIBS;LABELS" ${ARGN})
+  cmake_parse_arguments(T "" "TIMEOUT;RESOURCE_LOCK" "SOURCES;LIBS;LABELS" ${ARGN})
   if(NOT T_TIMEOUT)
     set(T_TIMEOUT 300)
+  endif()
+  set(_lock "")
+  if(T_RESOURCE_LOCK)
+    set(_lock RESOURCE_LOCK ${T_RESOURCE_LOCK})
   endif()
   if(NOT T_LABELS)
     set(T_LABELS unit)
@@ -14,7 +18,7 @@ function(qgrad_add_test name)
   target_link_libraries(${name} PRIVATE ${T_LIBS} GTest::gtest GTest::gmock GTest::gtest_main
                         qgrad_warnings)
   set_target_properties(${name} PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/tests)
-  gtest_discover_tests(${name} PROPERTIES LABELS "${T_LABELS}" TIMEOUT ${T_TIMEOUT}
+  gtest_discover_tests(${name} PROPERTIES LABELS "${T_LABELS}" TIMEOUT ${T_TIMEOUT} ${_lock}
                        DISCOVERY_TIMEOUT 60)
 endfunction()
 
