@@ -265,8 +265,8 @@ int main(int argc, char** argv) {
                   "--checkpoint-dir/--resume with --ps: workers write no checkpoints; the "
                   "servers do (qgrad-ps --checkpoint-dir) and a restarted worker rejoins at their "
                   "step");
-      QGRAD_CHECK(nan == "error", "--nan skip-step with --ps: not implemented yet (the workers "
-                  "would have to agree on skipping)");
+      QGRAD_CHECK(nan == "error", "--nan skip-step with --ps: not supported (the workers would "
+                  "have to agree on skipping a step before pushing it); use --nan error");
       QGRAD_CHECK(strategy == "auto", "--strategy with --ps: the servers aggregate");
       QGRAD_CHECK(!launched_by_mpirun(), "--ps under mpirun: start the workers as separate "
                   "processes instead");

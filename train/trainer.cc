@@ -306,9 +306,9 @@ TrainResult train(WorkerGroup& group, const DataSplit& data, const TrainOptions&
   const int rank = group.rank();
   validate(o, world);
   QGRAD_CHECK(o.checkpoint_dir.empty() || group.communicator() != nullptr,
-              "--checkpoint-dir: checkpoints need a communicator between the workers; with "
-              "parameter servers they are not implemented yet (server checkpoints come with the "
-              "next slice)");
+              "--checkpoint-dir: worker checkpoints need a communicator between the workers; "
+              "with parameter servers the servers keep the checkpoints (qgrad-ps "
+              "--checkpoint-dir) and a restarted worker rejoins at their step");
   const WallClock clock;
   std::ostream* out = rank == 0 ? o.progress : nullptr;
 

@@ -60,7 +60,7 @@ const char* status_code_name(grpc::StatusCode code) {
   }
 }
 
-// The gRPC channel and the generated RPC stub on it (kept out of the header, so users of
+// The gRPC channel and the generated client class on it (kept out of the header, so users of
 // PsClient do not compile gRPC).
 struct PsClient::Connection {
   std::shared_ptr<grpc::Channel> channel;
