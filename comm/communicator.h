@@ -67,15 +67,51 @@ struct ChunkRange {
 };
 ChunkRange balanced_chunk(size_t n, int parts, int j);
 
-// The ring allreduce that the local and the MPI backends both run for allreduce_sum, so that they
-// give the same bits. The buffer is cut in balanced_chunk(N, n, j) chunks c_j (indices mod n).
-// Reduce-scatter, steps s = 0..n-2: rank r sends its partial c_{r-s-1} to rank r+1, receives
-// c_{r-s-2} from rank r-1 and adds it to its own (own + received). Afterwards rank r holds c_r
-// summed over the ranks in the order x_{r+1} + x_{r+2} + ... + x_r. Allgather, steps s = 0..n-2:
-// rank r sends c_{r-s} to rank r+1 and receives c_{r-s-1} from rank r-1. Rank r sends
-// 2N - |c_r| - |c_{r+1}| floats and receives 2N - |c_{r-1}| - |c_r|: 2(n-1)/n * N each way when
-// n divides N, the bandwidth optimum.
-// The chunk of ring position i (any integer; taken mod n).
+// The allreduce that the local and the MPI backends both run for allreduce_sum, so that they give
+// the same bits: a list of steps, each sending one range of the buffer to one peer and receiving
+// one range from one peer (both may be empty). In a reduce step the received partial is added to
+// this rank's own (own + received, in place); in a gather step it replaces it. Within a step a
+// rank's `out` and `in` are disjoint or the same range (an exchange: both sides send their
+// partial as it was before the step), and rank r's `out` is the `in` of its peer_out's step.
+// - World a power of two (2, 4, 8, ...), every rank computes each element by the same pairing
+//   tree: v_i = x_i; for d = W/2 down to 1: v_i = v_i + v_{i+d} for i < d; the sum is v_0. So
+//   all ranks hold the same bits, whichever of the two schedules below runs:
+//   - Up to kAllreduceLatencyBoundFloats floats: recursive doubling, log2(W) exchange steps at
+//     d = W/2, ..., 1 with rank r ^ d, each sending the whole partial (log2(W) * N floats each
+//     way): half the dependent steps of the other, which is what counts for small buffers.
+//   - Larger: recursive halving, then recursive doubling (Rabenseifner). Reduce steps at
+//     d = W/2, ..., 1: rank r and r ^ d split the range they share at a chunk boundary; the rank
+//     with bit d clear keeps the lower part and sends the upper, its partner the reverse.
+//     Afterwards rank r holds chunk balanced_chunk(N, W, r) summed; gather steps at d = 1, 2,
+//     ..., W/2 swap the ranges held. 2 log2(W) dependent steps (4 at W = 4, against 6 for the
+//     ring), 2(W-1)/W * N floats each way when W divides N.
+// - Any other world: the ring. The buffer is cut in balanced_chunk(N, W, j) chunks c_j (indices
+//   mod W). Reduce steps s = 0..W-2: rank r sends its partial c_{r-s-1} to rank r+1 and receives
+//   c_{r-s-2} from rank r-1. Afterwards rank r holds c_r summed in the order x_{r+1} + x_{r+2} +
+//   ... + x_r. Gather steps s = 0..W-2: rank r sends c_{r-s} to r+1 and receives c_{r-s-1}.
+//   2(W-1) dependent steps, 2(W-1)/W * N floats each way when W divides N (the bandwidth optimum).
+inline constexpr size_t kAllreduceLatencyBoundFloats = 4096;  // 16 KiB
+struct AllreduceStep {
+  int peer_out = 0;  // sends its `out` range to this rank
+  int peer_in = 0;   // receives its `in` range from this rank
+  ChunkRange out, in;
+  bool reduce = false;  // add what comes in (reduce-scatter) rather than copy it (allgather)
+  // `out` and `in` are the same non-empty range: what comes in must not overwrite the partial
+  // that goes out.
+  bool exchange() const { return out.begin == in.begin && out.end == in.end && in.size() > 0; }
+};
+// The steps of rank `rank` for a buffer of n floats; empty when world == 1.
+std::vector<AllreduceStep> allreduce_schedule(size_t n, int world, int rank);
+
+// Floats rank `rank` sends and receives in allreduce_sum of n floats: the sums of its steps'
+// ranges.
+struct AllreduceVolume {
+  uint64_t sent = 0;
+  uint64_t received = 0;
+};
+AllreduceVolume allreduce_volume(size_t n, int world, int rank);
+
+// The ring's chunk of position i (any integer; taken mod parts).
 inline ChunkRange ring_chunk(size_t n, int parts, long i) {
   return balanced_chunk(n, parts, static_cast<int>(((i % parts) + parts) % parts));
 }
@@ -90,7 +126,7 @@ class Communicator {
   virtual std::string_view backend() const = 0;
 
   // data = elementwise sum over ranks, bitwise identical on every rank: the fp32 baseline.
-  // Every rank passes the same data.size(). (local and mpi: the ring above.)
+  // Every rank passes the same data.size(). (local and mpi: allreduce_schedule above.)
   virtual void allreduce_sum(std::span<float> data) = 0;
   // all.block(r) = rank r's `mine`; sizes may differ between ranks. `mine` must not alias `all`.
   virtual void allgatherv(std::span<const std::byte> mine, ByteBlocks& all) = 0;

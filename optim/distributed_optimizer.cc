@@ -322,9 +322,8 @@ bool DistributedOptimizer::exchange_bucket(size_t b, uint64_t step, float lr) {
   w.stats.exchanged = true;
   w.stats.raw_bytes = x.raw_bytes;
   if (world > 1) {
-    const size_t n = layout.size;  // comm/communicator.h: the ring's volume from rank `me`
-    w.stats.fp32_bytes_sent =
-        4 * (2 * n - ring_chunk(n, world, me).size() - ring_chunk(n, world, me + 1).size());
+    // What the fp32 allreduce of comm/communicator.h sends from rank `me`.
+    w.stats.fp32_bytes_sent = 4 * allreduce_volume(layout.size, world, me).sent;
   }
   w.stats.bytes_sent = comm_.traffic().bytes_sent - before.bytes_sent;
   w.stats.bytes_received = comm_.traffic().bytes_received - before.bytes_received;

@@ -147,22 +147,30 @@ void LocalCommunicator::check_peers_match(const char* op) const {
 
 void LocalCommunicator::allreduce_sum(std::span<float> data) {
   LocalHub::Post post{.op = LocalHub::Op::kAllreduce, .floats = data};
-  const int n = size(), left = (rank_ + n - 1) % n;
-  const size_t count = data.size();
+  const std::vector<AllreduceStep> steps = allreduce_schedule(data.size(), size(), rank_);
   uint64_t sent = 0, received = 0;
   run("allreduce_sum", post, [&](LocalHub::Clock::time_point deadline) {
-    const float* from = hub_.post(left).floats.data();
-    for (int step = 0; step < n - 1; ++step) {  // reduce-scatter
-      const ChunkRange c = ring_chunk(count, n, long{rank_} - step - 2);
-      for (size_t i = c.begin; i < c.end; ++i) data[i] = data[i] + from[i];
-      sent += ring_chunk(count, n, long{rank_} - step - 1).size();
-      received += c.size();
-      hub_.sync(rank_, "allreduce_sum", deadline);
-    }
-    for (int step = 0; step < n - 1; ++step) {  // allgather
-      const ChunkRange c = ring_chunk(count, n, long{rank_} - step - 1);
-      std::copy(from + c.begin, from + c.end, data.begin() + c.begin);
-      sent += ring_chunk(count, n, long{rank_} - step).size();
+    // A peer's partial is read straight from its buffer: in a step, what this rank reads of the
+    // peer is the peer's `out`, which the peer does not write (its `in` is disjoint), and the sync
+    // after the step keeps anyone from moving on while it is read. In an exchange step both
+    // sides write the range they read, so the peer's partial is copied first, and the adds wait
+    // for a sync that says every copy is taken.
+    std::vector<float> scratch;
+    for (const AllreduceStep& step : steps) {
+      const ChunkRange c = step.in;
+      const float* from = hub_.post(step.peer_in).floats.data() + c.begin;  // element c.begin
+      if (step.exchange()) {
+        scratch.assign(from, from + c.size());
+        hub_.sync(rank_, "allreduce_sum", deadline);
+        from = scratch.data();
+      }
+      float* to = data.data() + c.begin;
+      if (step.reduce) {
+        for (size_t i = 0; i < c.size(); ++i) to[i] = to[i] + from[i];
+      } else {
+        std::copy(from, from + c.size(), to);
+      }
+      sent += step.out.size();
       received += c.size();
       hub_.sync(rank_, "allreduce_sum", deadline);
     }

@@ -5,14 +5,14 @@
 // How a collective runs: each rank posts pointers to its buffers in the hub and waits until all
 // ranks have posted (phase A); then every rank copies what it needs straight out of its peers'
 // buffers into its own outputs, and waits again (phase B) so no peer returns, and reuses its
-// buffers, while someone still reads them. allreduce_sum runs the ring of comm/communicator.h
-// with one phase per step: in each step a rank reads its left neighbour's chunk (which that
-// neighbour does not touch in the same step), so it gives the same bits as the MPI backend.
+// buffers, while someone still reads them. allreduce_sum runs allreduce_schedule of
+// comm/communicator.h with one phase per step: in each step a rank reads its peer's `out` range
+// (which that peer does not touch in the same step), so it gives the same bits as the MPI backend.
 //
 // Traffic counts what each rank would send and receive point-to-point in these algorithms:
 // allgatherv sends `mine` to each of the n-1 peers and receives every other block; alltoallv
 // sends block j to rank j != rank(); broadcast: the root sends n-1 copies, the others receive one;
-// allreduce_sum: the ring's volume (comm/communicator.h).
+// allreduce_sum: allreduce_volume (comm/communicator.h).
 //
 // Failures: a wait that passes the deadline throws TimeoutError naming the ranks that never
 // arrived and aborts the hub; abort() (from any thread) wakes every waiting rank. Mismatched

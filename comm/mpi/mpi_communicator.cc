@@ -317,65 +317,60 @@ void MpiCommunicator::guarded(const char* op, Body&& body) {
 }
 
 void MpiCommunicator::allreduce_sum(std::span<float> data) {
-  // The ring of comm/communicator.h over point-to-point messages, in segments so that adding a
-  // received segment overlaps the transfer of the next. Measured on 2 local ranks and 25M floats
-  // it beat both MPI_Allreduce and MPI_Iallreduce (tuned blocking 0.046 s, libnbc 0.092 s, this
-  // ring 0.023 s before staging); and it knows which neighbour it waits for.
+  // allreduce_schedule of comm/communicator.h over point-to-point messages, in segments so that
+  // adding a received segment overlaps the transfer of the next. Measured on 2 local ranks and 25M
+  // floats the ring beat both MPI_Allreduce and MPI_Iallreduce (tuned blocking 0.046 s, libnbc
+  // 0.092 s, the ring 0.023 s before staging); and it knows which peer it waits for.
   //
   // MPI only ever reads and writes the stage (it must outlive operations that a failure leaves
-  // pending, and the caller's buffer may not). The stage is filled as the ring goes rather than
-  // copied up front: rank r's own data enters a chunk's sum once, when the partial of that chunk
-  // arrives (own + received, in place in the stage), so only c_{r-1}, which is sent raw, is
-  // copied in. Chunks leave the stage for `data` as soon as they are final, while the next
-  // segment is in flight.
+  // pending, and the caller's buffer may not). Received partials land in the stage; a reduce
+  // writes own + received both into `data` (this rank's partial, which a later step adds to
+  // again) and into the stage (which a later step sends from); a gather copies what came in to
+  // `data`. So only the first step's `out`, which leaves raw, is copied in, and finished ranges
+  // reach `data` while the next segment is in flight. An exchange step (the same range out and
+  // in) receives into a second half of the stage, since its `out` is still being sent.
   constexpr size_t kSegment = size_t{1} << 18;  // floats
   const size_t count = data.size();
-  const int n = size_, right = (rank_ + 1) % n, left = (rank_ + n - 1) % n;
   uint64_t sent = 0, received = 0;
   guarded("allreduce_sum", [&](Clock::time_point deadline) {
-    if (n == 1 || count == 0) return;
+    if (size_ == 1 || count == 0) return;
     Stage& s = stage_;
-    s.floats.resize(count);
-    const long r = rank_;
-    const ChunkRange first = ring_chunk(count, n, r - 1);
+    const std::vector<AllreduceStep> steps = allreduce_schedule(count, size_, rank_);
+    const bool exchanges =
+        std::any_of(steps.begin(), steps.end(), [](const AllreduceStep& st) { return st.exchange(); });
+    s.floats.resize(exchanges ? 2 * count : count);
+    const ChunkRange first = steps.front().out;
     std::copy(data.begin() + first.begin, data.begin() + first.end, s.floats.begin() + first.begin);
-    for (int phase = 0; phase < 2; ++phase) {
-      const bool reduce = phase == 0;
-      for (int step = 0; step < n - 1; ++step) {
-        const ChunkRange out = ring_chunk(count, n, reduce ? r - step - 1 : r - step);
-        const ChunkRange in = ring_chunk(count, n, reduce ? r - step - 2 : r - step - 1);
-        s.requests.clear();
-        for (size_t o = out.begin; o < out.end; o += kSegment) {
-          check(MPI_Isend(s.floats.data() + o, static_cast<int>(std::min(kSegment, out.end - o)),
-                          MPI_FLOAT, right, kRingTag, *comm_, new_request()),
-                "allreduce_sum");
-        }
-        const size_t sends = s.requests.size();
-        for (size_t o = in.begin; o < in.end; o += kSegment) {
-          check(MPI_Irecv(s.floats.data() + o, static_cast<int>(std::min(kSegment, in.end - o)),
-                          MPI_FLOAT, left, kRingTag, *comm_, new_request()),
-                "allreduce_sum");
-        }
-        size_t k = sends;
-        for (size_t o = in.begin; o < in.end; o += kSegment, ++k) {
-          wait(k, 1, "allreduce_sum", deadline, left);
-          const size_t e = std::min(o + kSegment, in.end);
-          if (reduce) {
-            // Own + received, the order of comm/communicator.h (and of the local backend).
-            for (size_t i = o; i < e; ++i) s.floats[i] = data[i] + s.floats[i];
-          } else {
-            std::copy(s.floats.begin() + o, s.floats.begin() + e, data.begin() + o);
-          }
-        }
-        wait(0, sends, "allreduce_sum", deadline, right);
-        sent += out.size();
-        received += in.size();
+    for (const AllreduceStep& step : steps) {
+      const ChunkRange out = step.out, in = step.in;
+      float* const landing = s.floats.data() + (step.exchange() ? count : 0);  // + element index
+      s.requests.clear();
+      for (size_t o = out.begin; o < out.end; o += kSegment) {
+        check(MPI_Isend(s.floats.data() + o, static_cast<int>(std::min(kSegment, out.end - o)),
+                        MPI_FLOAT, step.peer_out, kAllreduceTag, *comm_, new_request()),
+              "allreduce_sum");
       }
-      if (reduce) {  // c_r is summed over every rank now
-        const ChunkRange own = ring_chunk(count, n, r);
-        std::copy(s.floats.begin() + own.begin, s.floats.begin() + own.end,
-                  data.begin() + own.begin);
+      const size_t sends = s.requests.size();
+      for (size_t o = in.begin; o < in.end; o += kSegment) {
+        check(MPI_Irecv(landing + o, static_cast<int>(std::min(kSegment, in.end - o)), MPI_FLOAT,
+                        step.peer_in, kAllreduceTag, *comm_, new_request()),
+              "allreduce_sum");
       }
+      size_t k = sends;
+      for (size_t o = in.begin; o < in.end; o += kSegment, ++k) {
+        wait(k, 1, "allreduce_sum", deadline, step.peer_in);
+        const size_t e = std::min(o + kSegment, in.end);
+        if (step.reduce) {
+          if (step.exchange()) wait(0, sends, "allreduce_sum", deadline, step.peer_out);
+          // Own + received, as in the local backend.
+          for (size_t i = o; i < e; ++i) data[i] = s.floats[i] = data[i] + landing[i];
+        } else {
+          std::copy(landing + o, landing + e, data.begin() + o);
+        }
+      }
+      wait(0, sends, "allreduce_sum", deadline, step.peer_out);
+      sent += out.size();
+      received += in.size();
     }
   });
   traffic_.bytes_sent += 4 * sent;

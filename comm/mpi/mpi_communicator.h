@@ -1,8 +1,8 @@
 // The Open MPI backend. comm/mpi/ is the only place in qgrad that includes <mpi.h>; link
 // qgrad_comm_mpi to use it (it defines OMPI_SKIP_MPICXX for its users).
 //
-// Collectives: allreduce_sum = the ring of comm/communicator.h over MPI_Isend / MPI_Irecv in
-// 1 MiB segments (the same bits as the local backend; faster here than MPI_Allreduce, see the
+// Collectives: allreduce_sum = allreduce_schedule of comm/communicator.h (halving/doubling
+// for power-of-two worlds, else a ring) over MPI_Isend / MPI_Irecv in 1 MiB segments (the same bits as the local backend; faster here than MPI_Allreduce, see the
 // .cc), allgatherv = MPI_Iallgather of the sizes + MPI_Iallgatherv, alltoallv = MPI_Ialltoall
 // of the sizes + MPI_Ialltoallv, broadcast = MPI_Ibcast, barrier = MPI_Ibarrier. All run on a
 // private duplicate of the parent communicator with MPI_ERRORS_RETURN, so MPI failures become
@@ -15,7 +15,7 @@
 // communicator is unusable: the pending MPI operation can never be cancelled. Its buffers are
 // private staging copies, kept alive by the communicator (and leaked at its destruction if the
 // operation is still pending), so a late peer can never write into memory the caller has freed.
-// The staging costs one copy of what is sent (allreduce_sum: the buffer in and out again);
+// The staging costs one copy of what is sent (allreduce_sum: about the buffer in and out again);
 // received byte blocks are swapped into the caller's ByteBlocks, not copied.
 //
 // Abort: each rank keeps a receive for a small abort notice (tag kAbortTag, any source) posted on
@@ -24,7 +24,7 @@
 // polls, and throws CommError naming the rank and the reason (TimeoutError when the notice
 // reports a timeout). No MPI_Abort: the process decides what to do.
 //
-// Traffic: allreduce_sum counts the floats its ring sends and receives. For the other
+// Traffic: allreduce_sum counts the floats its steps send and receive (allreduce_volume). For the other
 // collectives MPI does not say what it put on the wire, so the counters hold the logical volume
 // of the algorithms the local backend counts (comm/local/local_communicator.h): what this rank's
 // data contributes to each peer and what it receives from them. The sizes exchanged before the
@@ -99,7 +99,7 @@ class MpiCommunicator final : public Communicator {
     std::vector<uint64_t> sizes_out, sizes_in;
     std::vector<int> send_counts, send_displs, recv_counts, recv_displs;
   };
-  static constexpr int kRingTag = 1;
+  static constexpr int kAllreduceTag = 1;
 
   Clock::time_point begin(const char* op);
   // Runs one collective: a fresh deadline, and on failure the stage kept alive if MPI still

@@ -3,6 +3,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <bit>
 #include <cmath>
 #include <cstring>
 #include <mutex>
@@ -73,13 +74,32 @@ std::vector<float> make_input(size_t n, int rank, int step) {
   return v;
 }
 
-// The ring allreduce's volume (comm/communicator.h): 2N - |c_r| - |c_{r+1}| floats out,
-// 2N - |c_{r-1}| - |c_r| in.
-uint64_t ring_sent_bytes(size_t n, int world, int r) {
-  return 4 * (2 * n - ring_chunk(n, world, r).size() - ring_chunk(n, world, r + 1).size());
+// allreduce_sum's volume: the sums of the schedule's ranges (checked against closed forms in
+// local_communicator_test.cc).
+uint64_t allreduce_sent_bytes(size_t n, int world, int r) {
+  return 4 * allreduce_volume(n, world, r).sent;
 }
-uint64_t ring_received_bytes(size_t n, int world, int r) {
-  return 4 * (2 * n - ring_chunk(n, world, r - 1).size() - ring_chunk(n, world, r).size());
+uint64_t allreduce_received_bytes(size_t n, int world, int r) {
+  return 4 * allreduce_volume(n, world, r).received;
+}
+
+// Element i of the sum in the order of comm/communicator.h's allreduce: the pairing tree for a
+// power-of-two world, else the ring's x_{j+1} + x_{j+2} + ... + x_j for i in chunk j.
+float documented_sum(const std::vector<std::vector<float>>& x, size_t i) {
+  const int w = static_cast<int>(x.size());
+  if (std::has_single_bit(static_cast<unsigned>(w))) {
+    std::vector<float> v(w);
+    for (int r = 0; r < w; ++r) v[r] = x[r][i];
+    for (int d = w / 2; d >= 1; d /= 2) {
+      for (int k = 0; k < d; ++k) v[k] = v[k] + v[k + d];
+    }
+    return v[0];
+  }
+  int j = 0;
+  while (balanced_chunk(x[0].size(), w, j).end <= i) ++j;
+  float acc = x[(j + 1) % w][i];
+  for (int k = 2; k <= w; ++k) acc = x[(j + k) % w][i] + acc;
+  return acc;
 }
 
 struct Reference {
@@ -116,18 +136,10 @@ Reference reference(const Codec& codec, Strategy strategy, int world,
           std::vector<std::byte> out(codec.max_encoded_bytes(n));
           (*worker_ef)[r].encode(codec, inputs[r], lr, whole_key(r), out);
         }
-        ref.sent[r] = ring_sent_bytes(n, world, r);
-        ref.received[r] = ring_received_bytes(n, world, r);
+        ref.sent[r] = allreduce_sent_bytes(n, world, r);
+        ref.received[r] = allreduce_received_bytes(n, world, r);
       }
-      // The ring's order: chunk j is x_{j+1} + x_{j+2} + ... + x_j.
-      for (int j = 0; j < world; ++j) {
-        const ChunkRange c = balanced_chunk(n, world, j);
-        for (size_t i = c.begin; i < c.end; ++i) {
-          float acc = p[(j + 1) % world][i];
-          for (int k = 2; k <= world; ++k) acc = p[(j + k) % world][i] + acc;
-          ref.result[i] = acc;
-        }
-      }
+      for (size_t i = 0; i < n; ++i) ref.result[i] = documented_sum(p, i);
       break;
     }
     case Strategy::kAllgather: {
@@ -235,14 +247,26 @@ void allreduce_sum(Communicator& comm, size_t n) {
     if (v[i] != float(w * (w + 1) / 2 * int(i % 13 + 1))) bad = long(i);
   }
   EXPECT_EQ(bad, -1) << "rank " << me << " n " << n;
-  EXPECT_EQ(comm.traffic().bytes_sent - before.bytes_sent, ring_sent_bytes(n, w, me));
-  EXPECT_EQ(comm.traffic().bytes_received - before.bytes_received, ring_received_bytes(n, w, me));
+  EXPECT_EQ(comm.traffic().bytes_sent - before.bytes_sent, allreduce_sent_bytes(n, w, me));
+  EXPECT_EQ(comm.traffic().bytes_received - before.bytes_received,
+            allreduce_received_bytes(n, w, me));
   EXPECT_EQ(comm.traffic().calls, before.calls + 1);
-  // Random floats: the order matters, yet every rank must hold the same bits.
-  std::vector<float> r(n);
-  fill_synthetic(r, SyntheticDistribution::kLogNormal, 77 + me);
+  // Random floats of both signs: the order matters. Every rank must hold the same bits, those of
+  // the order that comm/communicator.h documents.
+  std::vector<std::vector<float>> inputs(w, std::vector<float>(n));
+  for (int k = 0; k < w; ++k) {
+    fill_synthetic(inputs[k], SyntheticDistribution::kLogNormal, 77 + k);
+    for (size_t i = 0; i < n; i += 2) inputs[k][i] = -inputs[k][i];
+  }
+  std::vector<float> r = inputs[me];
   comm.allreduce_sum(r);
   EXPECT_TRUE(same_on_all_ranks(comm, r)) << "rank " << me << " n " << n;
+  long off = -1;
+  for (size_t i = 0; i < n && off < 0; ++i) {
+    const float want = documented_sum(inputs, i);
+    if (std::memcmp(&want, &r[i], sizeof want) != 0) off = long(i);
+  }
+  EXPECT_EQ(off, -1) << "rank " << me << " n " << n << ": not the documented summation order";
 }
 
 void allgatherv(Communicator& comm, size_t base) {
@@ -473,7 +497,7 @@ void compressed_allreduce(Communicator& comm, const AllreduceCase& c) {
     }
     if (codec->id() == CodecId::kNone && !c.error_feedback && me == 0) {
       // The reference itself, against the exact sum (lossless codec; the rank order of the
-      // strategies and the ring order of kPlain differ only by float rounding).
+      // strategies and the allreduce order of kPlain differ only by float rounding).
       for (size_t i = 0; i < n; ++i) {
         double s = 0;
         for (int r = 0; r < w; ++r) s += inputs[r][i];

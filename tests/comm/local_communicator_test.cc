@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <bit>
+#include <string>
 #include <stdexcept>
 #include <thread>
 
@@ -38,6 +40,110 @@ TEST(BalancedChunk, ContiguousBalancedAndCovering) {
   EXPECT_THROW(balanced_chunk(10, 4, 4), InvalidArgument);
 }
 
+// Runs every rank's schedule on sets: each rank holds, per element, the set of ranks whose data
+// its partial contains (a bit mask). Checks that the steps pair up, that a reduce never adds a
+// contribution twice, and that every rank ends with every element summed over the world.
+void check_schedule(size_t n, int w) {
+  std::vector<std::vector<AllreduceStep>> steps(w);
+  for (int r = 0; r < w; ++r) steps[r] = allreduce_schedule(n, w, r);
+  // A power of two: log2(W) steps for few floats, else 2 log2(W); 2(W-1) for the ring; none alone.
+  const bool power_of_two = std::has_single_bit(static_cast<unsigned>(w));
+  const size_t log2w = size_t(std::countr_zero(unsigned(w)));
+  const size_t expected_steps = w == 1         ? 0
+                                : !power_of_two ? 2 * size_t(w - 1)
+                                : n <= kAllreduceLatencyBoundFloats ? log2w
+                                                                    : 2 * log2w;
+  std::vector<std::vector<uint32_t>> held(w, std::vector<uint32_t>(n));
+  for (int r = 0; r < w; ++r) std::fill(held[r].begin(), held[r].end(), 1u << r);
+  const std::string where = "n " + std::to_string(n) + ", world " + std::to_string(w);
+  for (int r = 0; r < w; ++r) ASSERT_EQ(steps[r].size(), expected_steps) << where;
+  for (size_t k = 0; k < expected_steps; ++k) {
+    std::vector<std::vector<uint32_t>> next = held;
+    for (int r = 0; r < w; ++r) {
+      const AllreduceStep& s = steps[r][k];
+      ASSERT_TRUE(s.peer_in >= 0 && s.peer_in < w && s.peer_in != r) << where;
+      const AllreduceStep& from = steps[s.peer_in][k];
+      EXPECT_EQ(from.peer_out, r) << where << " step " << k;
+      EXPECT_EQ(from.out.begin, s.in.begin) << where << " step " << k;
+      EXPECT_EQ(from.out.end, s.in.end) << where << " step " << k;
+      EXPECT_EQ(from.reduce, s.reduce) << where << " step " << k;
+      EXPECT_TRUE(s.in.end <= s.out.begin || s.out.end <= s.in.begin || s.in.size() == 0 ||
+                  s.out.size() == 0 || s.exchange())
+          << where << " step " << k << ": in and out overlap without being the same range";
+      for (size_t i = s.in.begin; i < s.in.end; ++i) {
+        if (s.reduce) {
+          EXPECT_EQ(held[r][i] & held[s.peer_in][i], 0u) << where << ": counted twice";
+          next[r][i] = held[r][i] | held[s.peer_in][i];
+        } else {
+          next[r][i] = held[s.peer_in][i];
+        }
+      }
+    }
+    held = std::move(next);
+  }
+  const uint32_t all = (1u << w) - 1;
+  for (int r = 0; r < w; ++r) {
+    for (size_t i = 0; i < n; ++i) {
+      ASSERT_EQ(held[r][i], all) << where << ": rank " << r << " element " << i;
+    }
+  }
+}
+
+TEST(AllreduceSchedule, EveryRankEndsWithTheWholeSumCountedOnce) {
+  for (size_t n : {size_t{0}, size_t{1}, size_t{3}, size_t{5}, size_t{8}, size_t{1009},
+                   kAllreduceLatencyBoundFloats, kAllreduceLatencyBoundFloats + 1, size_t{20011}}) {
+    for (int w = 1; w <= 9; ++w) check_schedule(n, w);
+  }
+  check_schedule(37, 16);
+  check_schedule(9001, 16);
+  EXPECT_THROW(allreduce_schedule(10, 4, 4), InvalidArgument);
+}
+
+TEST(AllreduceSchedule, VolumeIsTheBandwidthOptimumAndMatchesClosedForms) {
+  for (int w = 1; w <= 9; ++w) {
+    // W divides N, N above the latency-bound size: 2(W-1)/W * N each way, whichever algorithm.
+    const size_t n = size_t(w) * 10000;
+    for (int r = 0; r < w; ++r) {
+      const AllreduceVolume v = allreduce_volume(n, w, r);
+      EXPECT_EQ(v.sent, 2 * (n - n / w)) << "world " << w;
+      EXPECT_EQ(v.received, 2 * (n - n / w)) << "world " << w;
+    }
+  }
+  for (size_t n : {size_t{1}, size_t{7}, size_t{1009}, kAllreduceLatencyBoundFloats + 1,
+                   size_t{100003}}) {
+    for (int w : {3, 5, 6, 7}) {  // the ring: 2N - |c_r| - |c_{r+1}| out, 2N - |c_{r-1}| - |c_r| in
+      for (int r = 0; r < w; ++r) {
+        const AllreduceVolume v = allreduce_volume(n, w, r);
+        EXPECT_EQ(v.sent, 2 * n - ring_chunk(n, w, r).size() - ring_chunk(n, w, r + 1).size());
+        EXPECT_EQ(v.received, 2 * n - ring_chunk(n, w, r - 1).size() - ring_chunk(n, w, r).size());
+      }
+    }
+    for (int w : {2, 4, 8}) {
+      const std::string where = "n " + std::to_string(n) + " world " + std::to_string(w);
+      const uint64_t log2w = std::countr_zero(unsigned(w));
+      for (int r = 0; r < w; ++r) {
+        const AllreduceVolume v = allreduce_volume(n, w, r);
+        if (n <= kAllreduceLatencyBoundFloats) {  // recursive doubling: the whole buffer each step
+          EXPECT_EQ(v.sent, log2w * n) << where;
+          EXPECT_EQ(v.received, log2w * n) << where;
+          continue;
+        }
+        // Halving/doubling: the reduce steps send all but the own chunk, the gather steps receive
+        // all but it; each gather step at distance d sends the chunks of the rank's group of d
+        // (the range a reduce step received).
+        uint64_t groups = 0;
+        for (int d = 1; d < w; d *= 2) {
+          const int first = r & ~(d - 1);
+          groups += balanced_chunk(n, w, first + d - 1).end - balanced_chunk(n, w, first).begin;
+        }
+        const uint64_t rest = n - balanced_chunk(n, w, r).size();
+        EXPECT_EQ(v.sent, rest + groups) << where << " rank " << r;
+        EXPECT_EQ(v.received, rest + groups) << where << " rank " << r;
+      }
+    }
+  }
+}
+
 TEST(ByteBlocks, LayoutAppendAndBounds) {
   ByteBlocks b;
   EXPECT_EQ(b.count(), 0);
@@ -70,8 +176,8 @@ TEST_P(LocalCollectives, MoveTheRightBytesAndCountThem) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Sweep, LocalCollectives,
-                         ::testing::Combine(::testing::Values(1, 2, 3, 4, 7),
-                                            ::testing::Values(0, 1, 7, 1009, 100003)),
+                         ::testing::Combine(::testing::Values(1, 2, 3, 4, 7, 8),
+                                            ::testing::Values(0, 1, 7, 1009, 4096, 4097, 100003)),
                          [](const auto& info) {
                            return "w" + std::to_string(std::get<0>(info.param)) + "_n" +
                                   std::to_string(std::get<1>(info.param));

@@ -38,13 +38,16 @@ TEST(MpiCollectives, MoveTheRightBytesAndCountThem) {
   }
 }
 
-// The ring of comm/communicator.h sums in one documented order, so Open MPI ranks and threads
-// of the local backend must agree to the bit. Each MPI rank replays the whole world on threads.
-// The larger size cuts every chunk into several of the MPI ring's 2^18-float segments.
+// The allreduce of comm/communicator.h sums in one documented order, so Open MPI ranks and
+// threads of the local backend must agree to the bit. Each MPI rank replays the whole world on
+// threads. The sizes take both schedules of a power-of-two world (recursive doubling up to
+// kAllreduceLatencyBoundFloats, halving/doubling above); the largest cuts every range into
+// several of the MPI backend's 2^18-float segments.
 TEST(MpiCollectives, AllreduceHasTheBitsOfTheLocalBackend) {
   const int w = world_size();
   MpiCommunicator comm(MPI_COMM_WORLD, {.timeout = 20s});
-  for (size_t n : {size_t{5}, size_t{1009}, size_t{1100003}}) {
+  for (size_t n : {size_t{5}, size_t{1009}, kAllreduceLatencyBoundFloats,
+                   kAllreduceLatencyBoundFloats + 1, size_t{1100003}}) {
     const auto input = [n](int r) {
       std::vector<float> v(n);
       fill_synthetic(v, SyntheticDistribution::kLogNormal, 500 + r);

@@ -138,11 +138,10 @@ bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
   return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
 }
 
-uint64_t ring_sent(size_t n, int world, int r) {
-  return 4 * (2 * n - ring_chunk(n, world, r).size() - ring_chunk(n, world, r + 1).size());
-}
-uint64_t ring_received(size_t n, int world, int r) {
-  return 4 * (2 * n - ring_chunk(n, world, r - 1).size() - ring_chunk(n, world, r).size());
+// What the fp32 allreduce of comm/communicator.h moves for n floats.
+uint64_t fp32_sent(size_t n, int world, int r) { return 4 * allreduce_volume(n, world, r).sent; }
+uint64_t fp32_received(size_t n, int world, int r) {
+  return 4 * allreduce_volume(n, world, r).received;
 }
 
 TEST(DistributedOptimizer, FusesParametersInReverseOrder) {
@@ -517,16 +516,16 @@ TEST(DistributedOptimizer, WarmupAndSmallBucketsSendFp32) {
       const BucketStats& big = st.buckets[1];
       EXPECT_FALSE(small.compressed);
       EXPECT_EQ(small.strategy, Strategy::kPlain);
-      EXPECT_EQ(small.bytes_sent, ring_sent(10, world, r));
-      EXPECT_EQ(small.bytes_received, ring_received(10, world, r));
+      EXPECT_EQ(small.bytes_sent, fp32_sent(10, world, r));
+      EXPECT_EQ(small.bytes_received, fp32_received(10, world, r));
       EXPECT_EQ(big.raw_bytes, 12000u);
-      EXPECT_EQ(small.fp32_bytes_sent, ring_sent(10, world, r));
-      EXPECT_EQ(big.fp32_bytes_sent, ring_sent(3000, world, r));
+      EXPECT_EQ(small.fp32_bytes_sent, fp32_sent(10, world, r));
+      EXPECT_EQ(big.fp32_bytes_sent, fp32_sent(3000, world, r));
       if (t < 2) {
         EXPECT_FALSE(big.compressed) << "step " << t;
         EXPECT_EQ(big.strategy, Strategy::kPlain);
-        EXPECT_EQ(big.bytes_sent, ring_sent(3000, world, r));
-        EXPECT_EQ(big.bytes_received, ring_received(3000, world, r));
+        EXPECT_EQ(big.bytes_sent, fp32_sent(3000, world, r));
+        EXPECT_EQ(big.bytes_received, fp32_received(3000, world, r));
         EXPECT_EQ(st.compressed_buckets, 0u);
       } else {
         EXPECT_TRUE(big.compressed) << "step " << t;
@@ -543,13 +542,13 @@ TEST(DistributedOptimizer, WarmupAndSmallBucketsSendFp32) {
         }
         EXPECT_EQ(big.bytes_sent, sent);
         EXPECT_EQ(big.bytes_received, received);
-        EXPECT_LT(big.bytes_sent * 5, ring_sent(3000, world, r));  // ~7.9x smaller
+        EXPECT_LT(big.bytes_sent * 5, fp32_sent(3000, world, r));  // ~7.9x smaller
         EXPECT_EQ(st.compressed_buckets, 1u);
       }
       EXPECT_EQ(st.bytes_sent, small.bytes_sent + big.bytes_sent);
       EXPECT_EQ(st.bytes_received, small.bytes_received + big.bytes_received);
       EXPECT_EQ(st.raw_bytes, 12040u);
-      EXPECT_EQ(st.fp32_bytes_sent, ring_sent(10, world, r) + ring_sent(3000, world, r));
+      EXPECT_EQ(st.fp32_bytes_sent, fp32_sent(10, world, r) + fp32_sent(3000, world, r));
     }
   }
   // The warm-up steps are lossless: after them, the same bits as a run without compression.
