@@ -144,8 +144,7 @@ void DistributedOptimizer::exchange_loop() {
   std::unique_lock lock(mutex_);
   for (;;) {
     // The last bucket is step()'s (see the header): the thread never takes it.
-    wake_.wait(lock,
-               [&] { return shutdown_ || (next_ + 1 < buckets_.size() && next_ready_locked()); });
+    wake_.wait(lock, [&] { return shutdown_ || exchange_thread_can_go_locked(); });
     if (shutdown_) {
       if (active_ && !halted_ && next_ < buckets_.size()) {
         // Destroyed in the middle of a step: peers may be waiting in this bucket's collectives.
@@ -158,6 +157,10 @@ void DistributedOptimizer::exchange_loop() {
     }
     exchange_next(lock);
   }
+}
+
+bool DistributedOptimizer::exchange_thread_can_go_locked() const {
+  return next_ + 1 < buckets_.size() && next_ready_locked();
 }
 
 bool DistributedOptimizer::next_ready_locked() const {
@@ -187,7 +190,7 @@ void DistributedOptimizer::exchange_next(std::unique_lock<std::mutex>& lock) {
   if (error || !clean) halted_ = true;
   ++next_;
   busy_ = false;
-  wake_.notify_all();
+  if (step_waiting_ || exchange_thread_can_go_locked()) wake_.notify_all();
 }
 
 bool DistributedOptimizer::exchange_bucket(size_t b, uint64_t step, float lr) {
@@ -362,7 +365,8 @@ void DistributedOptimizer::begin_step(float lr) {
   } else {
     start_step_locked(lr, true);
   }
-  wake_.notify_all();
+  // Gradients reported before the learning rate may have completed buckets.
+  if (exchange_thread_can_go_locked()) wake_.notify_all();
 }
 
 void DistributedOptimizer::gradient_ready(size_t i) {
@@ -377,7 +381,9 @@ void DistributedOptimizer::gradient_ready(size_t i) {
   const size_t b = bucket_of_[i];
   // The last bucket completes when backward ends: step() follows at once and exchanges it on
   // its own thread, so waking the exchange thread for it would only add a hand-off.
-  if (++ready_[b] == buckets_[b].params.size() && b + 1 < buckets_.size()) wake_.notify_all();
+  if (++ready_[b] == buckets_[b].params.size() && exchange_thread_can_go_locked()) {
+    wake_.notify_all();
+  }
 }
 
 size_t DistributedOptimizer::buckets_exchanged() const {
@@ -439,7 +445,9 @@ StepStats DistributedOptimizer::step(float lr) {
     if (next_ready_locked()) {
       exchange_next(lock);
     } else {
+      step_waiting_ = true;
       wake_.wait(lock);
+      step_waiting_ = false;
     }
   }
   stats.wait_s = std::chrono::duration<double>(Clock::now() - entered).count();

@@ -156,6 +156,8 @@ class DistributedOptimizer final : public GradientExchange {
   void exchange_loop();
   // Bucket next_ may be exchanged now (its parameters are ready, nobody is exchanging).
   bool next_ready_locked() const;
+  // The exchange thread's wait condition (less shutdown): it takes every bucket but the last.
+  bool exchange_thread_can_go_locked() const;
   // Exchanges bucket next_ with the mutex released, then advances next_ (holding `lock` again).
   void exchange_next(std::unique_lock<std::mutex>& lock);
   // Runs on the exchange thread. Returns false when some rank reported a non-finite gradient
@@ -198,6 +200,10 @@ class DistributedOptimizer final : public GradientExchange {
   size_t next_ = 0;      // next bucket to exchange
   bool busy_ = false;    // a thread (the exchange thread or step()'s) is exchanging a bucket
   bool halted_ = false;  // a NaN or an error stopped this step's exchanges
+  // step() sleeps on wake_ until the exchange thread is done with a bucket. Waking a thread that
+  // has nothing to do costs two context switches a step, and a preempted peer on a shared core,
+  // so wake_ is notified only when a waiter can go on: step() waits, or the thread can go.
+  bool step_waiting_ = false;
   bool shutdown_ = false;
   std::exception_ptr error_;  // from the exchange thread; the object is broken after it
   std::string broken_;
