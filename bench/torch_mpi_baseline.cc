@@ -5,9 +5,12 @@
 // qgrad except the Fashion-MNIST loader, so that both programs train on the same bytes.
 //
 //   mpirun -np 4 --oversubscribe qgrad-torch-baseline [--steps 300] [--warmup 20] [--batch 64]
-//                                                     [--json]
+//                                                     [--order shuffled|sequential] [--json]
 //
-// Rank r trains on rows r, r+W, r+2W, ... in order, --batch of them per step. Prints the mean wall
+// Rank r trains on rows r, r+W, r+2W, ..., --batch of them per step: by default in a new random
+// order each epoch, gathered with index_select, as a training loop with a shuffling data loader
+// does (and as qgrad-train does: SGD wants shuffled batches); --order sequential takes
+// consecutive rows, a slice of the shard without any copy (the lower bound of data handling). Prints the mean wall
 // time per step over the steps after --warmup (the slowest rank's), rank 0's split of it in the
 // terms of qgrad-train's metrics (compute = forward + backward, exchange = flatten + allreduce +
 // copy back, update = the optimizer), and the training loss of the last steps, averaged over
@@ -27,6 +30,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <exception>
+#include <string>
 #include <vector>
 
 #include "train/data/data_spec.h"
@@ -52,6 +56,7 @@ struct Options {
   int steps = 300;
   int warmup = 20;
   int batch = 64;
+  bool shuffled = true;
   bool json = false;
 };
 
@@ -93,6 +98,9 @@ int run(const Options& o, int rank, int world) {
   const auto since = [](Clock::time_point t) {
     return std::chrono::duration<double>(Clock::now() - t).count();
   };
+  // Each rank its own order (seeded by its rank), drawn at the start of every epoch.
+  torch::Generator shuffle = at::detail::createCPUGenerator(1000 + static_cast<uint64_t>(rank));
+  torch::Tensor order;
   std::vector<double> losses;
   Clock::time_point start;
   double compute_s = 0, exchange_s = 0, update_s = 0;
@@ -105,9 +113,18 @@ int run(const Options& o, int rank, int world) {
     }
     auto t = Clock::now();
     const int64_t first = (step % batches) * o.batch;
+    torch::Tensor bx, by;
+    if (o.shuffled) {
+      if (step % batches == 0) order = torch::randperm(local_rows, shuffle, torch::kLong);
+      const torch::Tensor rows = order.narrow(0, first, o.batch);
+      bx = x.index_select(0, rows);
+      by = y.index_select(0, rows);
+    } else {
+      bx = x.narrow(0, first, o.batch);
+      by = y.narrow(0, first, o.batch);
+    }
     optimizer.zero_grad();
-    torch::Tensor loss = torch::nn::functional::cross_entropy(
-        model->forward(x.narrow(0, first, o.batch)), y.narrow(0, first, o.batch));
+    torch::Tensor loss = torch::nn::functional::cross_entropy(model->forward(bx), by);
     loss.backward();
     losses.push_back(loss.item<double>());
     compute_s += since(t);
@@ -148,18 +165,20 @@ int run(const Options& o, int rank, int world) {
   if (rank == 0) {
     if (o.json) {
       std::printf(
-          "{\"program\":\"torch-baseline\",\"world\":%d,\"batch\":%d,\"steps\":%d,"
+          "{\"program\":\"torch-baseline\",\"world\":%d,\"batch\":%d,\"order\":\"%s\",\"steps\":%d,"
           "\"warmup\":%d,\"params\":%lld,\"step_seconds\":%.9g,\"compute_s\":%.9g,"
           "\"exchange_s\":%.9g,\"update_s\":%.9g,\"final_loss\":%.9g}\n",
-          world, o.batch, o.steps, o.warmup, static_cast<long long>(numel), step_seconds,
+          world, o.batch, o.shuffled ? "shuffled" : "sequential", o.steps, o.warmup,
+          static_cast<long long>(numel), step_seconds,
           compute_s / timed, exchange_s / timed, update_s / timed, final_loss);
     } else {
       std::printf(
-          "torch + MPI_Allreduce baseline: %d ranks, batch %d per rank, %lld parameters\n"
+          "torch + MPI_Allreduce baseline: %d ranks, batch %d per rank (%s), %lld parameters\n"
           "  %.3f ms per step (mean of steps %d..%d, slowest rank); rank 0: compute %.3f, "
           "exchange %.3f, update %.3f ms\n"
           "  final training loss %.4f\n",
-          world, o.batch, static_cast<long long>(numel), step_seconds * 1e3, o.warmup + 1,
+          world, o.batch, o.shuffled ? "shuffled" : "sequential", static_cast<long long>(numel),
+          step_seconds * 1e3, o.warmup + 1,
           o.steps, compute_s / timed * 1e3, exchange_s / timed * 1e3, update_s / timed * 1e3,
           final_loss);
     }
@@ -179,12 +198,17 @@ int main(int argc, char** argv) {
   app.add_option("--warmup", o.warmup, "first steps left out of the timing")
       ->check(CLI::Range(0, 1 << 30));
   app.add_option("--batch", o.batch, "examples per rank and step")->check(CLI::Range(1, 1 << 20));
+  std::string order = "shuffled";
+  app.add_option("--order", order, "batches of rows in a new random order each epoch (shuffled) "
+                                   "or consecutive rows (sequential)")
+      ->check(CLI::IsMember({"shuffled", "sequential"}));
   app.add_flag("--json", o.json, "print one JSON object");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
+  o.shuffled = order == "shuffled";
   if (o.warmup >= o.steps) {
     std::fprintf(stderr, "qgrad-torch-baseline: --warmup (%d) must be less than --steps (%d)\n",
                  o.warmup, o.steps);

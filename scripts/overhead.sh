@@ -3,7 +3,8 @@
 # model trained by a plain loop with MPI_Allreduce (issue 4 asks for at most 10%).
 #
 #   scripts/overhead.sh [--np N] [--steps S] [--warmup W] [--repeat R] [--max-ratio F] [--bin DIR]
-#                       [--idle PCT] [--bind-to POLICY] [--mca KEY VALUE]...
+#                       [--idle PCT] [--bind-to POLICY] [--baseline-order ORDER]
+#                       [--out DIR] [--mca KEY VALUE]...
 #
 # Runs DIR/qgrad-torch-baseline and DIR/qgrad-train (default DIR: build/bin) under
 # `mpirun -np N --oversubscribe --bind-to POLICY` (default none; e.g. core:overload-allowed),
@@ -13,12 +14,14 @@
 # F. --mca goes to mpirun for both programs (e.g. --mca mpi_yield_when_idle 1 on a machine busy
 # with other work). On a shared machine, --idle PCT makes every run wait (at most 10 minutes)
 # until the CPUs were at most PCT% busy over one second; the busy share seen before each run is
-# printed with the rounds. Logs and metrics go to out/overhead/npN/.
+# printed with the rounds. The baseline draws its batches like qgrad-train (a new random order
+# each epoch) unless --baseline-order sequential (consecutive rows, no gather: a stricter
+# yardstick). Logs and metrics go to DIR (default out/overhead/npN/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; }
-np=4 steps=300 warmup=20 repeat=3 max_ratio="" bin=build/bin mca=() idle="" bind=none
+usage() { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; }
+np=4 steps=300 warmup=20 repeat=3 max_ratio="" bin=build/bin mca=() idle="" bind=none order=shuffled out=""
 while (($#)); do
   case "$1" in
     --np) np=${2:-}; shift 2 ;;
@@ -29,6 +32,8 @@ while (($#)); do
     --bin) bin=${2:-}; shift 2 ;;
     --idle) idle=${2:-}; shift 2 ;;
     --bind-to) bind=${2:-}; shift 2 ;;
+    --baseline-order) order=${2:-}; shift 2 ;;
+    --out) out=${2:-}; shift 2 ;;
     --mca) (($# >= 3)) || { echo "overhead: --mca needs KEY VALUE" >&2; exit 2; }
            mca+=(--mca "$2" "$3"); shift 3 ;;
     -h|--help) usage; exit 0 ;;
@@ -42,6 +47,8 @@ done
   { echo "overhead: --warmup must be an integer in [0, --steps)" >&2; exit 2; }
 [[ -z "$max_ratio" || "$max_ratio" =~ ^[0-9]+(\.[0-9]+)?$ ]] ||
   { echo "overhead: --max-ratio must be a number like 1.10" >&2; exit 2; }
+[[ "$order" == shuffled || "$order" == sequential ]] ||
+  { echo "overhead: --baseline-order must be shuffled or sequential" >&2; exit 2; }
 [[ -z "$idle" || ( "$idle" =~ ^[0-9]+$ && "$idle" -le 100 ) ]] ||
   { echo "overhead: --idle must be a percentage in [0, 100]" >&2; exit 2; }
 for prog in qgrad-train qgrad-torch-baseline; do
@@ -63,7 +70,7 @@ log_every=$(gcd "$(gcd "$warmup" "$steps")" 10)
 # ending the run early and keep epoch-end evaluations out of the timing (lr is constant).
 qgrad_steps=$((steps + log_every))
 
-out=out/overhead/np$np
+out=${out:-out/overhead/np$np}
 mkdir -p "$out"
 results=$out/results.tsv
 : >"$results"
@@ -105,7 +112,7 @@ echo "overhead: ${mpi[*]}; steps $((warmup + 1))..$steps timed, batch 64 per ran
 for ((round = 1; round <= repeat; ++round)); do
   load=$(busy_before_run)
   run_logged "$out/baseline.$round.json" "${mpi[@]}" "$bin/qgrad-torch-baseline" \
-    --steps "$steps" --warmup "$warmup" --batch 64 --json
+    --steps "$steps" --warmup "$warmup" --batch 64 --order "$order" --json
   /usr/bin/python3 - "$out/baseline.$round.json" "$round" "$load" >>"$results" <<'EOF'
 import json, sys
 path, rnd, load = sys.argv[1:]
