@@ -434,9 +434,12 @@ TEST(PsTraining, ServerRestartedFromItsCheckpointResumesTraining) {
   for (int i = 0; i < 1000 && server->stats().applied_steps < 25; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(2));
   }
+  // Stopped first, then read: the workers go on pushing until the server stops, so steps applied
+  // (and checkpoints written) after an earlier read would put the resumed step past it.
+  server->shutdown();  // gone: the workers see UNAVAILABLE
   const uint64_t killed_at = server->stats().applied_steps;
   EXPECT_GE(server->stats().checkpoint_step, 20u);
-  server.reset();  // gone: the workers see UNAVAILABLE
+  server.reset();
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
   server = std::make_unique<ps::ParameterServer>(so);
   const uint64_t resumed = server->stats().resumed_from;
