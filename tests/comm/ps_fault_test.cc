@@ -24,6 +24,7 @@
 #include "comm/ps/client.h"
 #include "comm/ps/server.h"
 #include "core/codec_registry.h"
+#include "tests/comm/ps_testing.h"
 
 namespace qgrad::ps {
 namespace {
@@ -115,17 +116,6 @@ double seconds_since(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();
 }
 
-void expect_code(const std::function<void()>& call, grpc::StatusCode code,
-                 const std::string& needle) {
-  try {
-    call();
-    ADD_FAILURE() << "expected " << status_code_name(code) << ", the call succeeded";
-  } catch (const RpcError& e) {
-    EXPECT_EQ(e.code, code) << e.what();
-    EXPECT_THAT(e.what(), testing::HasSubstr(needle));
-  }
-}
-
 TEST(PsFault, QuorumAfterTheTimeoutAveragesThePushesItHasAndReportsTheMissing) {
   Log log;
   ServerOptions o = options(3, log);
@@ -170,7 +160,7 @@ TEST(PsFault, QuorumAfterTheTimeoutAveragesThePushesItHasAndReportsTheMissing) {
   EXPECT_LT(seconds_since(start1), 0.8);
 
   // Worker 2's late push of step 0 is refused, clearly; nothing of it is counted.
-  expect_code([&] { w2.push(0, 1, push_of(100.0f), kLr); }, grpc::StatusCode::ABORTED,
+  expect_rpc_error([&] { w2.push(0, 1, push_of(100.0f), kLr); }, grpc::StatusCode::ABORTED,
               "step 0 was applied without worker 2 after the timeout; the server is at step 2");
   EXPECT_EQ(server.stats().pushes[2], 0u);
   // It resynchronizes: the pull of an applied step answers at once with the current model.
@@ -271,7 +261,7 @@ TEST(PsFault, CheckpointResumesParametersOptimizerStateStepAndRun) {
   PsClient other(resumed.address(), kToken, 0);
   RegisterModel wrong = m;
   wrong.initial = filled(2.0f);
-  expect_code([&] { other.register_worker(1, model(), wrong); },
+  expect_rpc_error([&] { other.register_worker(1, model(), wrong); },
               grpc::StatusCode::FAILED_PRECONDITION, "initial values");
 }
 
@@ -396,14 +386,19 @@ ClientOptions tls_client(const Pki& pki, const std::string& ca, bool with_cert) 
   return c;
 }
 
+// One worker's server with the test CA's server certificate.
+ServerOptions tls_server_options(const Pki& pki, Log& log) {
+  ServerOptions o = options(1, log);
+  o.tls_cert = pki.file("server.pem");
+  o.tls_key = pki.file("server.key");
+  return o;
+}
+
 TEST(PsFault, TlsServesVerifiedClientsAndRefusesPlainOnes) {
   const Pki pki;
   if (!pki.ok) GTEST_SKIP() << "no openssl command to make test certificates";
   Log log;
-  ServerOptions o = options(1, log);
-  o.tls_cert = pki.file("server.pem");
-  o.tls_key = pki.file("server.key");
-  ParameterServer server(o);
+  ParameterServer server(tls_server_options(pki, log));
   PsClient good(server.address(), kToken, 0, tls_client(pki, "ca.pem", false));
   EXPECT_EQ(good.register_worker(1, model()), 0u);
   good.push(0, 1, push_of(1.0f), kLr);
@@ -412,9 +407,9 @@ TEST(PsFault, TlsServesVerifiedClientsAndRefusesPlainOnes) {
   ClientOptions plain_options;
   plain_options.deadline = std::chrono::milliseconds(3000);
   PsClient plain(server.address(), kToken, 0, plain_options);
-  expect_code([&] { plain.heartbeat(); }, grpc::StatusCode::UNAVAILABLE, "");
+  expect_rpc_error([&] { plain.heartbeat(); }, grpc::StatusCode::UNAVAILABLE, "");
   PsClient distrustful(server.address(), kToken, 0, tls_client(pki, "other.pem", false));
-  expect_code([&] { distrustful.heartbeat(); }, grpc::StatusCode::UNAVAILABLE, "");
+  expect_rpc_error([&] { distrustful.heartbeat(); }, grpc::StatusCode::UNAVAILABLE, "");
   EXPECT_EQ(good.heartbeat(), 1u);  // still serving
 }
 
@@ -422,18 +417,16 @@ TEST(PsFault, MutualTlsRequiresAClientCertificate) {
   const Pki pki;
   if (!pki.ok) GTEST_SKIP() << "no openssl command to make test certificates";
   Log log;
-  ServerOptions o = options(1, log);
-  o.tls_cert = pki.file("server.pem");
-  o.tls_key = pki.file("server.key");
+  ServerOptions o = tls_server_options(pki, log);
   o.tls_ca = pki.file("ca.pem");
   ParameterServer server(o);
   PsClient anonymous(server.address(), kToken, 0, tls_client(pki, "ca.pem", false));
-  expect_code([&] { anonymous.heartbeat(); }, grpc::StatusCode::UNAVAILABLE, "");
+  expect_rpc_error([&] { anonymous.heartbeat(); }, grpc::StatusCode::UNAVAILABLE, "");
   PsClient known(server.address(), kToken, 0, tls_client(pki, "ca.pem", true));
   EXPECT_EQ(known.register_worker(1, model()), 0u);
   // The token is still checked inside TLS.
   PsClient wrong(server.address(), "not-the-token", 0, tls_client(pki, "ca.pem", true));
-  expect_code([&] { wrong.heartbeat(); }, grpc::StatusCode::UNAUTHENTICATED, "wrong token");
+  expect_rpc_error([&] { wrong.heartbeat(); }, grpc::StatusCode::UNAUTHENTICATED, "wrong token");
   // Bad TLS options are refused naming the file or the missing half.
   ServerOptions half = o;
   half.tls_key.clear();

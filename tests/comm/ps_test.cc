@@ -15,6 +15,7 @@
 #include "comm/ps/client.h"
 #include "comm/ps/server.h"
 #include "core/codec_registry.h"
+#include "tests/comm/ps_testing.h"
 
 namespace qgrad::ps {
 namespace {
@@ -62,18 +63,6 @@ std::vector<std::vector<std::byte>> encode(const Codec& codec, const Tensors& g,
     out.push_back(codec.encode(c, key));
   }
   return out;
-}
-
-void expect_rpc_error(const std::function<void()>& call, grpc::StatusCode code,
-                      const std::string& needle) {
-  try {
-    call();
-    ADD_FAILURE() << "expected " << status_code_name(code) << ", the call succeeded";
-  } catch (const RpcError& e) {
-    EXPECT_EQ(e.code, code) << e.what();
-    EXPECT_THAT(e.what(), testing::HasSubstr(needle));
-    EXPECT_THAT(e.what(), testing::HasSubstr("127.0.0.1:"));  // names the server
-  }
 }
 
 // Runs `steps` synchronous steps of `workers` workers, each on its own thread with its own

@@ -8,10 +8,7 @@ source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/testlib.sh"
 
 BIN=$(realpath "${1:?usage: overhead_test.sh path/to/bin-dir}")
 SCRIPT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../scripts" && pwd)/overhead.sh
-WORK=$(mktemp -d)
-trap 'rm -rf "$WORK"' EXIT
-trap 'echo "FAIL: line $LINENO: $BASH_COMMAND exited $?" >&2' ERR
-cd "$WORK"
+enter_scratch_dir
 
 expect_error 2 "--baseline-order must be shuffled or sequential" -- \
   bash "$SCRIPT" --bin "$BIN" --baseline-order random

@@ -8,10 +8,7 @@ source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/testlib.sh"
 BIN=$(realpath "${1:?usage: qgrad_codec_test.sh path/to/qgrad-codec}")
 [[ -x $BIN ]] || { echo "FAIL: $BIN is not an executable" >&2; exit 1; }
 STOCHASTIC=${QGRAD_TEST_STOCHASTIC_CODEC:-qsgd:bits=4}
-WORK=$(mktemp -d)
-trap 'rm -rf "$WORK"' EXIT
-trap 'echo "FAIL: line $LINENO: $BASH_COMMAND exited $?" >&2' ERR
-cd "$WORK"
+enter_scratch_dir
 
 # No output and no temporary file may be left behind by a failed command.
 expect_absent() {

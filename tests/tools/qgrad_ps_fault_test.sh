@@ -15,16 +15,7 @@ source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/testlib.sh"
 
 PS=$(realpath "${1:?usage: qgrad_ps_fault_test.sh qgrad-ps qgrad-train}")
 TRAIN=$(realpath "${2:?usage: qgrad_ps_fault_test.sh qgrad-ps qgrad-train}")
-WORK=$(mktemp -d)
-PIDS=()  # everything this script started, stopped at the end by PID
-cleanup() {
-  local pid
-  for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'echo "FAIL: line $LINENO: $BASH_COMMAND exited $?" >&2' ERR
-cd "$WORK"
+enter_scratch_dir  # everything this script starts goes into PIDS
 PY=/usr/bin/python3
 echo "token-$$-$RANDOM" >token
 

@@ -11,16 +11,7 @@ source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/testlib.sh"
 
 PS=$(realpath "${1:?usage: qgrad_ps_test.sh qgrad-ps qgrad-train}")
 TRAIN=$(realpath "${2:?usage: qgrad_ps_test.sh qgrad-ps qgrad-train}")
-WORK=$(mktemp -d)
-SERVER_PIDS=()
-cleanup() {
-  local pid
-  for pid in "${SERVER_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'echo "FAIL: line $LINENO: $BASH_COMMAND exited $?" >&2' ERR
-cd "$WORK"
+enter_scratch_dir
 PY=/usr/bin/python3
 echo "token-$$-$RANDOM" >token
 echo "not-the-token" >wrong
@@ -31,7 +22,7 @@ start_server() {
   "$PS" --listen 127.0.0.1:0 --workers "$2" --token-file token --metrics "$1.jsonl" "${@:3}" \
     >"$1.out" 2>&1 &
   PID=$!
-  SERVER_PIDS+=("$PID")
+  PIDS+=("$PID")
   for _ in $(seq 100); do
     PORT=$(sed -n 's/^qgrad-ps: listening on 127.0.0.1:\([0-9]*\) .*/\1/p' "$1.out")
     [[ -n $PORT ]] && return 0

@@ -9,10 +9,7 @@ source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/testlib.sh"
 BIN=$(realpath "${1:?usage: qgrad_train_test.sh path/to/qgrad-train [mpiexec]}")
 MPIEXEC=${2:-}
 [[ -x $BIN ]] || fail "$BIN is not an executable"
-WORK=$(mktemp -d)
-trap 'rm -rf "$WORK"' EXIT
-trap 'echo "FAIL: line $LINENO: $BASH_COMMAND exited $?" >&2' ERR
-cd "$WORK"
+enter_scratch_dir
 PY=/usr/bin/python3
 
 DATA="synthetic:kind=classification,rows=600,test=200,dim=20,classes=3,seed=4"
