@@ -356,12 +356,13 @@ void MpiCommunicator::allreduce_sum(std::span<float> data) {
                         step.peer_in, kAllreduceTag, *comm_, new_request()),
               "allreduce_sum");
       }
+      // An exchange step's sums overwrite the partial it sends: the sends must be done first.
+      if (step.exchange()) wait(0, sends, "allreduce_sum", deadline, step.peer_out);
       size_t k = sends;
       for (size_t o = in.begin; o < in.end; o += kSegment, ++k) {
         wait(k, 1, "allreduce_sum", deadline, step.peer_in);
         const size_t e = std::min(o + kSegment, in.end);
         if (step.reduce) {
-          if (step.exchange()) wait(0, sends, "allreduce_sum", deadline, step.peer_out);
           // Own + received, as in the local backend.
           for (size_t i = o; i < e; ++i) data[i] = s.floats[i] = data[i] + landing[i];
         } else {
