@@ -10,11 +10,11 @@
 // Rank r trains on rows r, r+W, r+2W, ..., --batch of them per step: by default in a new random
 // order each epoch, gathered with index_select, as a training loop with a shuffling data loader
 // does (and as qgrad-train does: SGD wants shuffled batches); --order sequential takes
-// consecutive rows, a slice of the shard without any copy (the lower bound of data handling). Prints the mean wall
-// time per step over the steps after --warmup (the slowest rank's), rank 0's split of it in the
-// terms of qgrad-train's metrics (compute = forward + backward, exchange = flatten + allreduce +
-// copy back, update = the optimizer), and the training loss of the last steps, averaged over
-// ranks. scripts/overhead.sh runs it against qgrad-train.
+// consecutive rows, a slice of the shard without any copy (the lower bound of data handling).
+// Prints the mean wall time per step over the steps after --warmup (the slowest rank's), rank 0's
+// split of it in the terms of qgrad-train's metrics (compute = forward + backward, exchange =
+// flatten + allreduce + copy back, update = the optimizer), and the training loss of the last
+// steps, averaged over ranks. scripts/overhead.sh runs it against qgrad-train.
 #include <ATen/Parallel.h>
 #include <dlfcn.h>
 #include <mpi.h>
