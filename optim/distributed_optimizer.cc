@@ -323,10 +323,10 @@ bool DistributedOptimizer::exchange_bucket(size_t b, uint64_t step, float lr) {
   w.stats.strategy = x.strategy;
   w.stats.compressed = compressed;
   w.stats.exchanged = true;
-  w.stats.raw_bytes = x.raw_bytes;
+  w.stats.dense_bytes = x.dense_bytes;
   if (world > 1) {
     // What the fp32 allreduce of comm/communicator.h sends from rank `me`.
-    w.stats.fp32_bytes_sent = 4 * allreduce_volume(layout.size, world, me).sent;
+    w.stats.raw_bytes = 4 * allreduce_volume(layout.size, world, me).sent;
   }
   w.stats.bytes_sent = comm_.traffic().bytes_sent - before.bytes_sent;
   w.stats.bytes_received = comm_.traffic().bytes_received - before.bytes_received;
@@ -463,8 +463,8 @@ StepStats DistributedOptimizer::step(float lr) {
     bs.before_step = b < stats.overlapped_buckets;
     stats.bytes_sent += bs.bytes_sent;
     stats.bytes_received += bs.bytes_received;
+    stats.dense_bytes += bs.dense_bytes;
     stats.raw_bytes += bs.raw_bytes;
-    stats.fp32_bytes_sent += bs.fp32_bytes_sent;
     stats.compressed_buckets += bs.compressed ? 1 : 0;
     stats.prepare_s += w.prepare_s;
     stats.encode_s += w.encode_s;

@@ -1,6 +1,6 @@
 // GradientExchange: the step pipeline as the worker loop (train/trainer.h) drives it, whatever
 // moves the gradients. Two implementations: DistributedOptimizer (optim/, collectives over a
-// Communicator: MPI or threads) and ps::PsExchange (comm/ps/, push to parameter servers and pull
+// Communicator: MPI or threads) and ps::PsExchange (ps/, push to parameter servers and pull
 // the model back). Both start from the same worker-side contract (DESIGN.md section 4):
 //
 //   c = s(lr) * T(g) per parameter (Optimizer::contribution, negated for an adversary);
@@ -32,8 +32,8 @@ struct BucketStats {
   bool before_step = false;  // its exchange had finished when step() was called
   uint64_t bytes_sent = 0;   // flag + data, as counted by the Communicator
   uint64_t bytes_received = 0;
-  uint64_t raw_bytes = 0;        // 4 * elements: one fp32 copy of the bucket
-  uint64_t fp32_bytes_sent = 0;  // what the plain fp32 ring allreduce would send from this rank
+  uint64_t dense_bytes = 0;  // 4 * elements: one fp32 copy of the bucket
+  uint64_t raw_bytes = 0;  // what the plain fp32 ring allreduce would send from this rank
 };
 
 struct StepStats {
@@ -43,8 +43,8 @@ struct StepStats {
   std::string skip_reason;  // names the parameter, element and rank
   uint64_t bytes_sent = 0;
   uint64_t bytes_received = 0;
-  uint64_t raw_bytes = 0;
-  uint64_t fp32_bytes_sent = 0;  // the plain fp32 ring's volume for the same buckets (baseline)
+  uint64_t dense_bytes = 0;
+  uint64_t raw_bytes = 0;  // the plain fp32 ring's volume for the same buckets (baseline)
   double prepare_s = 0;          // contribution c and the finiteness check, on the exchange thread
   double encode_s = 0;           // from compressed_allreduce (worker and owner encodes)
   double exchange_s = 0;         // inside collectives, the NaN flag included

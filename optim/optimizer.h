@@ -127,7 +127,7 @@ class Optimizer {
   void apply(size_t i, std::span<float> value, std::span<const float> grad,
              std::span<const float> update, float lr);
 
-  // The two halves of apply(), apart for the parameter server (comm/ps), where the workers keep
+  // The two halves of apply(), apart for the parameter server (ps/), where the workers keep
   // the state contribution() reads and the server the state the update needs:
   // commit() stores the worker-local state that contribution() computed from this step's
   // gradient (Signum's momentum, SGD's worker momentum; nothing for the others), with the same

@@ -1,10 +1,10 @@
-// qgrad-ps: a parameter server for qgrad-train --ps (comm/ps/server.h).
+// qgrad-ps: a parameter server for qgrad-train --ps (ps/server.h).
 //
 //   qgrad-ps --listen 127.0.0.1:7070 --workers 4 --token-file token.txt [--metrics ps.jsonl]
 //            [--timeout S [--quorum Q]] [--checkpoint-dir D [--checkpoint-every K]]
 //            [--mode sync|async [--max-staleness K]]
 //
-// --mode async: each push is applied when it arrives (ParameterServer, comm/ps/server.h); a push
+// --mode async: each push is applied when it arrives (ParameterServer, ps/server.h); a push
 // computed on a model more than K versions old is refused (ABORTED) and the worker pulls and
 // goes on. Without --max-staleness: no bound. Not with --timeout, --quorum, --downlink-codec
 // or a majority-vote codec (refused with a message naming why).
@@ -33,8 +33,8 @@
 #include <numeric>
 #include <string>
 
-#include "comm/ps/client.h"
-#include "comm/ps/server.h"
+#include "ps/client.h"
+#include "ps/server.h"
 #include "core/error.h"
 #include "core/timer.h"
 

@@ -1,5 +1,5 @@
 // qgrad-ps-load: a load run against running qgrad-ps servers (issue 5): W worker threads, each
-// a PsExchange (comm/ps/worker.h) on a small synthetic model (no data, no training loop: random
+// a PsExchange (ps/worker.h) on a small synthetic model (no data, no training loop: random
 // gradients from fixed seeds), push and pull `steps` synchronous steps. Then it checks that no
 // update was lost or counted twice (every server's applied steps and per-worker push counts
 // equal what the workers sent) and, given the server's PID, that the server's memory stayed
@@ -22,8 +22,8 @@
 #include <thread>
 #include <vector>
 
-#include "comm/ps/client.h"
-#include "comm/ps/worker.h"
+#include "ps/client.h"
+#include "ps/worker.h"
 #include "core/error.h"
 #include "core/timer.h"
 #include "optim/optimizer.h"

@@ -34,7 +34,7 @@
 #include "comm/mpi/mpi_communicator.h"
 #endif
 #if QGRAD_TRAIN_HAVE_PS
-#include "comm/ps/client.h"
+#include "ps/client.h"
 #include "train/ps_training.h"
 #endif
 

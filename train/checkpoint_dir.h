@@ -15,7 +15,7 @@
 #include <string>
 
 #include "comm/communicator.h"
-#include "train/checkpoint.h"
+#include "core/checkpoint.h"
 
 namespace qgrad {
 

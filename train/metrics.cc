@@ -7,7 +7,7 @@
 #include <span>
 
 #include "core/error.h"
-#include "train/checkpoint.h"
+#include "core/checkpoint.h"
 
 namespace qgrad {
 

@@ -1,5 +1,5 @@
 // Training through parameter servers: the worker loop of train/trainer.h with a ps::PsExchange
-// (comm/ps/worker.h) in place of the DistributedOptimizer. Each worker is its own process (or
+// (ps/worker.h) in place of the DistributedOptimizer. Each worker is its own process (or
 // thread) with no communicator to the others: it trains on its shard (worker_id of workers), its
 // metrics file is its own (bytes_sent = what it pushed, bytes_received = what it pulled), and it
 // evaluates the whole test split (see trainer.h). The servers (qgrad-ps) adopt the model from
@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-#include "comm/ps/worker.h"
+#include "ps/worker.h"
 #include "train/trainer.h"
 
 namespace qgrad {

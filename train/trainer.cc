@@ -17,7 +17,7 @@
 #include "core/crc32c.h"
 #include "core/error.h"
 #include "core/timer.h"
-#include "train/checkpoint.h"
+#include "core/checkpoint.h"
 #include "train/checkpoint_dir.h"
 #include "train/data/shard.h"
 #include "train/metrics.h"
@@ -119,15 +119,15 @@ struct RunIdentity {
 struct Progress {
   uint64_t step = 0;
   uint64_t skipped = 0;
-  uint64_t bytes_sent = 0, bytes_received = 0, raw_bytes = 0, fp32_bytes_sent = 0;
+  uint64_t bytes_sent = 0, bytes_received = 0, dense_bytes = 0, raw_bytes = 0;
   double elapsed = 0;  // seconds of training before this call
 };
 
 // " (7.9x less than fp32)": what the fp32 ring would have sent over what was sent.
 std::string ratio_note(const Progress& p) {
-  if (p.bytes_sent == 0 || p.bytes_sent == p.fp32_bytes_sent) return "";
+  if (p.bytes_sent == 0 || p.bytes_sent == p.raw_bytes) return "";
   return " (" +
-         fixed(static_cast<double>(p.fp32_bytes_sent) / static_cast<double>(p.bytes_sent), 1) +
+         fixed(static_cast<double>(p.raw_bytes) / static_cast<double>(p.bytes_sent), 1) +
          "x less than fp32)";
 }
 
@@ -145,8 +145,8 @@ Checkpoint make_checkpoint(const RunIdentity& id, const Progress& p, Model& mode
   ck.set_integer("progress/skipped", static_cast<int64_t>(p.skipped));
   ck.set_integer("progress/bytes_sent", static_cast<int64_t>(p.bytes_sent));
   ck.set_integer("progress/bytes_received", static_cast<int64_t>(p.bytes_received));
-  ck.set_integer("progress/raw_bytes", static_cast<int64_t>(p.raw_bytes));
-  ck.set_integer("progress/fp32_bytes_sent", static_cast<int64_t>(p.fp32_bytes_sent));
+  ck.set_integer("progress/raw_bytes", static_cast<int64_t>(p.dense_bytes));
+  ck.set_integer("progress/fp32_bytes_sent", static_cast<int64_t>(p.raw_bytes));
   ck.set_integer("progress/elapsed_bits", double_bits(p.elapsed));
   ck.set_integer("progress/data_step", static_cast<int64_t>(model.data_step()));
   for (const ParamView& v : model.params()) ck.set_buffer(kModelPrefix + v.name, v.value);
@@ -201,8 +201,8 @@ Progress restore_checkpoint(const Checkpoint& ck, const std::string& path, const
   p.skipped = static_cast<uint64_t>(ck.integer("progress/skipped"));
   p.bytes_sent = static_cast<uint64_t>(ck.integer("progress/bytes_sent"));
   p.bytes_received = static_cast<uint64_t>(ck.integer("progress/bytes_received"));
-  p.raw_bytes = static_cast<uint64_t>(ck.integer("progress/raw_bytes"));
-  p.fp32_bytes_sent = static_cast<uint64_t>(ck.integer("progress/fp32_bytes_sent"));
+  p.dense_bytes = static_cast<uint64_t>(ck.integer("progress/raw_bytes"));
+  p.raw_bytes = static_cast<uint64_t>(ck.integer("progress/fp32_bytes_sent"));
   p.elapsed = bits_double(ck.integer("progress/elapsed_bits"));
   const auto data_step = static_cast<uint64_t>(ck.integer("progress/data_step"));
   try {
@@ -480,8 +480,8 @@ TrainResult train(WorkerGroup& group, const DataSplit& data, const TrainOptions&
     prog.skipped += stats.skipped ? 1 : 0;
     prog.bytes_sent += stats.bytes_sent;
     prog.bytes_received += stats.bytes_received;
+    prog.dense_bytes += stats.dense_bytes;
     prog.raw_bytes += stats.raw_bytes;
-    prog.fp32_bytes_sent += stats.fp32_bytes_sent;
     iv.add(stats, loss, compute_s, batch.size());
     whole.add(stats, loss, compute_s, batch.size());
     result.losses.push_back(loss);
@@ -527,7 +527,7 @@ TrainResult train(WorkerGroup& group, const DataSplit& data, const TrainOptions&
     }
     rec.bytes_sent = prog.bytes_sent;
     rec.bytes_received = prog.bytes_received;
-    rec.raw_bytes = prog.fp32_bytes_sent;
+    rec.raw_bytes = prog.raw_bytes;
     rec.times = iv.mean_times();
     rec.seconds = seconds;
     rec.samples_per_second = interval_seconds > 0 ? static_cast<double>(iv.rows) * world /
@@ -573,8 +573,8 @@ TrainResult train(WorkerGroup& group, const DataSplit& data, const TrainOptions&
   result.final_loss = last_loss;
   result.bytes_sent = prog.bytes_sent;
   result.bytes_received = prog.bytes_received;
+  result.dense_bytes = prog.dense_bytes;
   result.raw_bytes = prog.raw_bytes;
-  result.fp32_bytes_sent = prog.fp32_bytes_sent;
   result.seconds = total;
   result.step_seconds = ran ? (total - first_seconds) / static_cast<double>(ran) : 0;
   uint32_t crc = 0;
@@ -603,7 +603,7 @@ TrainResult train(WorkerGroup& group, const DataSplit& data, const TrainOptions&
     sum.final_loss = last_loss;
     sum.bytes_sent = prog.bytes_sent;
     sum.bytes_received = prog.bytes_received;
-    sum.raw_bytes = prog.fp32_bytes_sent;
+    sum.raw_bytes = prog.raw_bytes;
     sum.seconds = total;
     sum.step_seconds = result.step_seconds;
     sum.times = whole.mean_times();
@@ -623,9 +623,9 @@ TrainResult train(WorkerGroup& group, const DataSplit& data, const TrainOptions&
       *out << "warning: " << prog.skipped
            << " steps were skipped for non-finite gradients (--nan skip-step)\n";
     }
-    if (codec != "none" && prog.bytes_sent > prog.fp32_bytes_sent) {
+    if (codec != "none" && prog.bytes_sent > prog.raw_bytes) {
       *out << "warning: " << codec << " sent more bytes than the fp32 ring would have ("
-           << megabytes(prog.bytes_sent) << " vs " << megabytes(prog.fp32_bytes_sent)
+           << megabytes(prog.bytes_sent) << " vs " << megabytes(prog.raw_bytes)
            << "): the buckets are too small for their headers; raise --min-compress-bytes\n";
     }
     // Say so when compressing costs more time than the exchange it shrinks: on this link the

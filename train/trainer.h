@@ -21,7 +21,7 @@
 // Errors: InvalidArgument for bad options, a checkpoint of another run (model, data, codec,
 // optimizer, world size, batch, seed) or a non-finite loss or gradient (with nan_policy kError);
 // every rank throws (the optimizer agrees on NaN; the loss check uses the averaged loss).
-// The same loop trains through parameter servers (comm/ps, train/ps_training.h): train() takes
+// The same loop trains through parameter servers (ps/, train/ps_training.h): train() takes
 // a WorkerGroup (rank, world size, agreement, sums; a Communicator or none) and a factory for the
 // GradientExchange (DistributedOptimizer, or ps::PsExchange). Without a Communicator each worker
 // reports its own training loss, evaluates the whole test split itself (every worker holds the
@@ -87,7 +87,7 @@ struct TrainResult {
   bool eval_on_test = true;
   double final_loss = 0;        // training loss of the last interval, averaged over ranks
   std::vector<double> losses;   // this rank's training loss of each step run by this call
-  uint64_t bytes_sent = 0, bytes_received = 0, raw_bytes = 0, fp32_bytes_sent = 0;
+  uint64_t bytes_sent = 0, bytes_received = 0, dense_bytes = 0, raw_bytes = 0;
   double seconds = 0;       // wall time of training (resumed runs include the earlier part),
                             // without evaluations and checkpoint writes
   double step_seconds = 0;  // mean wall time per step of this call (the same way)

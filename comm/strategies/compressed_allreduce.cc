@@ -273,7 +273,7 @@ ExchangeStats compressed_allreduce(Communicator& comm, const Codec& codec, Strat
                                    ErrorFeedback* worker_ef, ErrorFeedback* owner_ef, float lr) {
   ExchangeStats stats;
   stats.strategy = resolve_strategy(strategy, codec, comm.size());
-  stats.raw_bytes = 4 * uint64_t{bucket.size()};
+  stats.dense_bytes = 4 * uint64_t{bucket.size()};
   QGRAD_CHECK(worker_ef == nullptr || worker_ef->size() == bucket.size(),
               "compressed_allreduce: worker error memory has ", worker_ef ? worker_ef->size() : 0,
               " elements, the bucket ", bucket.size());

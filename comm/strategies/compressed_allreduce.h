@@ -71,7 +71,7 @@ struct ExchangeStats {
   Strategy strategy = Strategy::kAuto;  // the one that ran (kAuto resolved)
   uint64_t bytes_sent = 0;              // deltas of comm.traffic() over the call
   uint64_t bytes_received = 0;
-  uint64_t raw_bytes = 0;  // 4 * bucket.size(): what one fp32 copy of the bucket weighs
+  uint64_t dense_bytes = 0;  // 4 * bucket.size(): what one fp32 copy of the bucket weighs
   double encode_s = 0;     // the worker's encoding, plus the owner's re-encoding
   double exchange_s = 0;   // time inside collectives (waiting for peers included)
   double decode_s = 0;     // decoding, summing, voting

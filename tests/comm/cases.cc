@@ -481,7 +481,7 @@ void compressed_allreduce(Communicator& comm, const AllreduceCase& c) {
     const std::string where = detail::concat("rank ", me, " step ", step, " ", c.codec, " ",
                                              strategy_name(strategy), " world ", w, " n ", n);
     EXPECT_EQ(stats.strategy, strategy) << where;
-    EXPECT_EQ(stats.raw_bytes, 4 * n) << where;
+    EXPECT_EQ(stats.dense_bytes, 4 * n) << where;
     const long bad = first_difference(bucket, ref.result);
     EXPECT_EQ(bad, -1) << where << ": got " << (bad >= 0 ? bucket[bad] : 0.0f) << ", reference "
                        << (bad >= 0 ? ref.result[bad] : 0.0f);

@@ -177,7 +177,7 @@ TEST(CompressedAllreduce, EmptyBucketMovesNothing) {
     std::vector<float> v;
     const ExchangeStats s =
         compressed_allreduce(comm, *codec, Strategy::kScatterReduce, v, {}, nullptr, nullptr);
-    EXPECT_EQ(s.bytes_sent + s.bytes_received + s.raw_bytes, 0u);
+    EXPECT_EQ(s.bytes_sent + s.bytes_received + s.dense_bytes, 0u);
     EXPECT_EQ(comm.traffic().calls, 0u);
   });
 }
@@ -287,7 +287,7 @@ TEST(CompressedAllreduce, StatsCountTimesAndRawBytes) {
     const ExchangeStats s =
         compressed_allreduce(comm, *codec, Strategy::kAllgather, v, {}, nullptr, nullptr);
     EXPECT_EQ(s.strategy, Strategy::kAllgather);
-    EXPECT_EQ(s.raw_bytes, 4000u);
+    EXPECT_EQ(s.dense_bytes, 4000u);
     EXPECT_EQ(s.bytes_sent, codec->max_encoded_bytes(1000));
     EXPECT_GE(s.encode_s, 0.0);
     EXPECT_GT(s.exchange_s, 0.0);

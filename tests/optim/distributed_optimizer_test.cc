@@ -518,9 +518,9 @@ TEST(DistributedOptimizer, WarmupAndSmallBucketsSendFp32) {
       EXPECT_EQ(small.strategy, Strategy::kPlain);
       EXPECT_EQ(small.bytes_sent, fp32_sent(10, world, r));
       EXPECT_EQ(small.bytes_received, fp32_received(10, world, r));
-      EXPECT_EQ(big.raw_bytes, 12000u);
-      EXPECT_EQ(small.fp32_bytes_sent, fp32_sent(10, world, r));
-      EXPECT_EQ(big.fp32_bytes_sent, fp32_sent(3000, world, r));
+      EXPECT_EQ(big.dense_bytes, 12000u);
+      EXPECT_EQ(small.raw_bytes, fp32_sent(10, world, r));
+      EXPECT_EQ(big.raw_bytes, fp32_sent(3000, world, r));
       if (t < 2) {
         EXPECT_FALSE(big.compressed) << "step " << t;
         EXPECT_EQ(big.strategy, Strategy::kPlain);
@@ -547,8 +547,8 @@ TEST(DistributedOptimizer, WarmupAndSmallBucketsSendFp32) {
       }
       EXPECT_EQ(st.bytes_sent, small.bytes_sent + big.bytes_sent);
       EXPECT_EQ(st.bytes_received, small.bytes_received + big.bytes_received);
-      EXPECT_EQ(st.raw_bytes, 12040u);
-      EXPECT_EQ(st.fp32_bytes_sent, fp32_sent(10, world, r) + fp32_sent(3000, world, r));
+      EXPECT_EQ(st.dense_bytes, 12040u);
+      EXPECT_EQ(st.raw_bytes, fp32_sent(10, world, r) + fp32_sent(3000, world, r));
     }
   }
   // The warm-up steps are lossless: after them, the same bits as a run without compression.

@@ -20,7 +20,7 @@
 #include <vector>
 
 #include "comm/local/local_communicator.h"
-#include "comm/ps/server.h"
+#include "ps/server.h"
 #include "train/data/data_spec.h"
 
 namespace qgrad {

@@ -116,14 +116,14 @@ TEST(Trainer, BytesAndRatiosAreCounted) {
   const auto plain = run(4, data, o)[0];
   // `none` sends what the fp32 ring sends: the 0-byte NaN flags add nothing.
   EXPECT_GT(plain.bytes_sent, 0u);
-  EXPECT_EQ(plain.bytes_sent, plain.fp32_bytes_sent);
+  EXPECT_EQ(plain.bytes_sent, plain.raw_bytes);
   EXPECT_FALSE(plain.eval_on_test);  // test=0: evaluated on the training set
   o.exchange.codec = "sign";
   o.optimizer.name = "signum";
   o.optimizer.momentum = 0.9f;
   o.lr = 0.002;
   const auto sign = run(4, data, o)[0];
-  EXPECT_EQ(sign.fp32_bytes_sent, plain.fp32_bytes_sent);
+  EXPECT_EQ(sign.raw_bytes, plain.raw_bytes);
   // 1028 parameters: 1 bit each way plus headers, against 2 * 3/4 * 32 bits for the ring.
   EXPECT_LT(sign.bytes_sent * 8, plain.bytes_sent);
 }

@@ -7,7 +7,7 @@
 #include <functional>
 #include <string>
 
-#include "comm/ps/client.h"
+#include "ps/client.h"
 
 namespace qgrad::ps {
 

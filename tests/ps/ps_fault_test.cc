@@ -21,10 +21,10 @@
 #include <thread>
 #include <vector>
 
-#include "comm/ps/client.h"
-#include "comm/ps/server.h"
+#include "ps/client.h"
+#include "ps/server.h"
 #include "core/codec_registry.h"
-#include "tests/comm/ps_testing.h"
+#include "tests/ps/ps_testing.h"
 
 namespace qgrad::ps {
 namespace {

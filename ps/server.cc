@@ -1,4 +1,4 @@
-#include "comm/ps/server.h"
+#include "ps/server.h"
 
 #include <grpcpp/grpcpp.h>
 
@@ -15,13 +15,13 @@
 #include <thread>
 #include <utility>
 
-#include "comm/ps/client.h"  // read_pem_file
-#include "comm/ps/ps.grpc.pb.h"
+#include "ps/client.h"  // read_pem_file
+#include "ps/ps.grpc.pb.h"
 #include "core/codec_registry.h"
 #include "core/crc32c.h"
 #include "core/error.h"
 #include "core/wire.h"
-#include "train/checkpoint.h"
+#include "core/checkpoint.h"
 
 namespace qgrad::ps {
 

@@ -1,4 +1,4 @@
-// PsClient: one worker's connection to a ParameterServer (comm/ps/server.h). Every call carries
+// PsClient: one worker's connection to a ParameterServer (ps/server.h). Every call carries
 // the shared token and a deadline; a failure throws RpcError naming the server address, the call
 // and the gRPC status code, so that a log line says which server refused what.
 //
@@ -21,7 +21,7 @@
 #include <utility>
 #include <vector>
 
-#include "comm/ps/server.h"
+#include "ps/server.h"
 #include "core/error.h"
 #include "optim/optimizer.h"
 
@@ -58,7 +58,7 @@ struct ClientOptions {
 std::string read_pem_file(const std::string& path, const char* flag);
 
 // What a registration may carry besides the shape, for a server that adopts its model from
-// the first worker (qgrad-ps): see ParameterServer (comm/ps/server.h).
+// the first worker (qgrad-ps): see ParameterServer (ps/server.h).
 struct RegisterModel {
   std::vector<std::vector<float>> initial;  // one per key; empty: send none
   std::optional<OptimizerOptions> optimizer;

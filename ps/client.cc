@@ -1,4 +1,4 @@
-#include "comm/ps/client.h"
+#include "ps/client.h"
 
 #include <grpcpp/grpcpp.h>
 
@@ -11,7 +11,7 @@
 #include <sstream>
 #include <utility>
 
-#include "comm/ps/ps.grpc.pb.h"
+#include "ps/ps.grpc.pb.h"
 
 namespace qgrad::ps {
 

@@ -67,7 +67,7 @@
 #include <utility>
 #include <vector>
 
-#include "comm/ps/client.h"
+#include "ps/client.h"
 #include "optim/distributed_optimizer.h"
 #include "optim/gradient_exchange.h"
 

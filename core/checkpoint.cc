@@ -1,4 +1,4 @@
-#include "train/checkpoint.h"
+#include "core/checkpoint.h"
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -17,7 +17,9 @@ namespace {
 
 constexpr char kMagic[4] = {'Q', 'G', 'C', 'K'};
 constexpr uint32_t kVersion = 1;
-enum class Kind : uint8_t { kBuffer = 1, kInteger = 2, kText = 3 };
+// kReal (a double's 8 bytes, exact) came after the first files; it needs no new version, since
+// files without it read as before.
+enum class Kind : uint8_t { kBuffer = 1, kInteger = 2, kText = 3, kReal = 4 };
 
 void put(std::vector<std::byte>& out, const void* p, size_t n) {
   if (n == 0) return;  // an empty buffer's data() may be null
@@ -74,9 +76,11 @@ void Checkpoint::set_integer(const std::string& name, int64_t value) { integers_
 void Checkpoint::set_text(const std::string& name, const std::string& value) {
   texts_[name] = value;
 }
+void Checkpoint::set_real(const std::string& name, double value) { reals_[name] = value; }
 
 bool Checkpoint::has(const std::string& name) const {
-  return buffers_.count(name) || integers_.count(name) || texts_.count(name);
+  return buffers_.count(name) || integers_.count(name) || texts_.count(name) ||
+         reals_.count(name);
 }
 
 const std::vector<float>& Checkpoint::buffer(const std::string& name) const {
@@ -104,11 +108,18 @@ const std::string& Checkpoint::text(const std::string& name) const {
   return it->second;
 }
 
+double Checkpoint::real(const std::string& name) const {
+  const auto it = reals_.find(name);
+  QGRAD_CHECK(it != reals_.end(), "checkpoint has no real '", name, "'");
+  return it->second;
+}
+
 std::vector<std::string> Checkpoint::names() const {
   std::vector<std::string> out;
   for (const auto& [k, v] : buffers_) out.push_back(k);
   for (const auto& [k, v] : integers_) out.push_back(k);
   for (const auto& [k, v] : texts_) out.push_back(k);
+  for (const auto& [k, v] : reals_) out.push_back(k);
   return out;
 }
 
@@ -116,7 +127,8 @@ void Checkpoint::save(const std::string& path) const {
   std::vector<std::byte> out;
   put(out, kMagic, 4);
   put<uint32_t>(out, kVersion);
-  put<uint32_t>(out, static_cast<uint32_t>(buffers_.size() + integers_.size() + texts_.size()));
+  put<uint32_t>(out, static_cast<uint32_t>(buffers_.size() + integers_.size() + texts_.size() +
+                                          reals_.size()));
   for (const auto& [name, values] : buffers_) {
     put_string(out, name);
     put(out, Kind::kBuffer);
@@ -132,6 +144,11 @@ void Checkpoint::save(const std::string& path) const {
     put_string(out, name);
     put(out, Kind::kText);
     put_string(out, value);
+  }
+  for (const auto& [name, value] : reals_) {
+    put_string(out, name);
+    put(out, Kind::kReal);
+    put<double>(out, value);
   }
   put<uint32_t>(out, crc32c(out));
   write_file_atomically(path, out);
@@ -175,6 +192,9 @@ Checkpoint Checkpoint::load(const std::string& path) {
         break;
       case Kind::kText:
         c.texts_[name] = r.get_string("text");
+        break;
+      case Kind::kReal:
+        c.reals_[name] = r.get<double>("real");
         break;
       default:
         throw CorruptPayload(detail::concat("checkpoint ", path, ": entry ", name,

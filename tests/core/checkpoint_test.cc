@@ -1,8 +1,10 @@
-#include "train/checkpoint.h"
+#include "core/checkpoint.h"
 
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <bit>
+#include <cstdint>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -31,6 +33,7 @@ class CheckpointTest : public ::testing::Test {
     c.set_integer("step", 1234);
     c.set_integer("negative", -7);
     c.set_text("model", "mlp");
+    c.set_real("adam/step", 0.1);  // not exact in decimal: bits must survive
     return c;
   }
 
@@ -53,7 +56,8 @@ TEST_F(CheckpointTest, RoundTripsEveryKindOfEntry) {
   EXPECT_EQ(c.integer("step"), 1234);
   EXPECT_EQ(c.integer("negative"), -7);
   EXPECT_EQ(c.text("model"), "mlp");
-  EXPECT_EQ(c.names().size(), 5u);
+  EXPECT_EQ(std::bit_cast<uint64_t>(c.real("adam/step")), std::bit_cast<uint64_t>(0.1));
+  EXPECT_EQ(c.names().size(), 6u);
 }
 
 TEST_F(CheckpointTest, SaveLeavesNoTemporaryFileAndReplacesTheOldOne) {

@@ -1,4 +1,4 @@
-#include "comm/ps/worker.h"
+#include "ps/worker.h"
 
 #include <algorithm>
 #include <chrono>
@@ -537,8 +537,8 @@ StepStats PsExchange::step(float lr) {
     stats.bytes_received += w.received;
     stats.compressed_buckets += w.compressed;
   }
-  stats.raw_bytes = 4 * elements_;
-  stats.fp32_bytes_sent = 4 * elements_;  // pushing the contribution as plain fp32
+  stats.dense_bytes = 4 * elements_;
+  stats.raw_bytes = 4 * elements_;  // pushing the contribution as plain fp32
   stats.wait_s = clock.seconds();
   step_ = next;
   return stats;
