@@ -1,0 +1,4 @@
+// Allowed: comm/ includes core/.
+#include <vector>
+
+#include "core/wire.h"

@@ -1,0 +1,2 @@
+// A leaf of the graph.
+#include <cstdint>

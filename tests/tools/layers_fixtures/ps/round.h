@@ -1,0 +1,3 @@
+// Violation (with ps/apply.h): an include cycle.
+#include "ps/apply.h"
+#include "ps/ps.pb.h"  // generated, allowed

@@ -1,0 +1,2 @@
+// Allowed: tests/ may include any layer.
+#include "train/loop_helper.h"

@@ -1,0 +1,3 @@
+// Violation: an include not written from the repository root.
+#include "loop_helper.h"
+#include "ps/round.h"

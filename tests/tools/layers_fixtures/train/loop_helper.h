@@ -1,0 +1,1 @@
+// Included by train/loop.cc without its folder.
