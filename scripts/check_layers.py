@@ -111,8 +111,9 @@ def check_includes(path, lines, known, violations, edges):
     if layer not in ALLOWED:
         violations.append(
             (path, 1, "include",
-             f"folder '{layer or '.'}' is no layer (known: {', '.join(LIBRARY_LAYERS + TOP_FOLDERS)}); "
-             "add it to the layer table in scripts/check_layers.py and docs/architecture.md")
+             f"folder '{layer or '.'}' is no layer "
+             f"(known: {', '.join(LIBRARY_LAYERS + TOP_FOLDERS)}); add it to the layer table in "
+             "scripts/check_layers.py and docs/architecture.md")
         )
         return
     allowed = ALLOWED[layer]
@@ -144,7 +145,8 @@ def check_includes(path, lines, known, violations, edges):
         if target in known:
             edges[path].append((target, number))
         elif target not in GENERATED:
-            relative = os.path.normpath(os.path.join(os.path.dirname(path), target)).replace(os.sep, "/")
+            relative = os.path.normpath(os.path.join(os.path.dirname(path), target))
+            relative = relative.replace(os.sep, "/")
             hint = (f" (write it from the repository root: \"{relative}\")"
                     if relative in known else "")
             violations.append(
@@ -241,7 +243,8 @@ def check_cycles(files, edges, violations):
 def main(argv=None):
     parser = argparse.ArgumentParser(
         description="Check qgrad's include layers, include cycles and file lengths.")
-    parser.add_argument("--root", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."),
+    here = os.path.dirname(os.path.abspath(__file__))
+    parser.add_argument("--root", default=os.path.join(here, ".."),
                         help="the tree to check (default: the repository holding this script)")
     parser.add_argument("--max-lines", type=int, default=600,
                         help="longest file allowed outside tests/ (default 600)")
