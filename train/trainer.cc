@@ -129,6 +129,87 @@ uint32_t params_crc(Model& model) {
   return crc;
 }
 
+RunShape describe(WorkerGroup& group, const DataSplit& data, const TrainOptions& o,
+                  const Setup& s) {
+  RunShape shape;
+  shape.rank = group.rank();
+  shape.world = group.size();
+  shape.backend = group.backend();
+  shape.codec = s.exchange->codec().spec().str();
+  shape.strategy = s.exchange->route();
+  shape.optimizer = std::string(s.exchange->optimizer().name());
+  shape.steps_per_epoch = s.sampler->batches_per_epoch();
+  shape.schedule_steps = shape.steps_per_epoch * o.epochs;
+  shape.end_step = o.max_steps ? std::min(o.max_steps, shape.schedule_steps) : shape.schedule_steps;
+  shape.eval_on_test = data.test.rows > 0;
+  return shape;
+}
+
+// Training time: it continues from the checkpoint's, and leaves out set-up, evaluations and
+// checkpoint writes (paused()), so that evaluating more often does not make a run look slower.
+class TrainingClock {
+ public:
+  explicit TrainingClock(double elapsed) : base_(elapsed - clock_.seconds()) {}
+  double now() const { return base_ + clock_.seconds() - paused_; }
+  template <typename Fn>
+  void paused(Fn&& fn) {
+    const WallClock c;
+    fn();
+    paused_ += c.seconds();
+  }
+
+ private:
+  WallClock clock_;
+  double base_;
+  double paused_ = 0;
+};
+
+// This rank's batch of step t, drawing each epoch's batches once.
+class Batches {
+ public:
+  Batches(const BatchSampler& sampler, uint64_t steps_per_epoch)
+      : sampler_(sampler), steps_per_epoch_(steps_per_epoch) {}
+  const std::vector<size_t>& of_step(uint64_t t) {
+    if (t / steps_per_epoch_ != epoch_) {
+      epoch_ = t / steps_per_epoch_;
+      batches_ = sampler_.local_batches(epoch_);
+    }
+    return batches_[t % steps_per_epoch_];
+  }
+
+ private:
+  const BatchSampler& sampler_;
+  uint64_t steps_per_epoch_;
+  uint64_t epoch_ = ~uint64_t{0};
+  std::vector<std::vector<size_t>> batches_;
+};
+
+// What happens after step `done`: an evaluation, a checkpoint, a metrics record (always with
+// either of the others).
+struct Due {
+  bool eval = false, save = false, record = false;
+};
+
+Due due_after(uint64_t done, const TrainOptions& o, const RunShape& shape, bool checkpoints) {
+  const bool epoch_end = done % shape.steps_per_epoch == 0;
+  const bool last = done == shape.end_step;
+  Due d;
+  d.eval = last || (o.eval_every ? done % o.eval_every == 0 : epoch_end);
+  d.save =
+      checkpoints && (last || (o.checkpoint_every ? done % o.checkpoint_every == 0 : epoch_end));
+  d.record = d.eval || d.save || done % o.log_every == 0;
+  return d;
+}
+
+void fill_result(TrainResult& result, const Progress& prog, Model& model) {
+  result.steps = prog.step;
+  result.skipped_steps = prog.skipped;
+  result.bytes_sent = prog.bytes_sent;
+  result.bytes_received = prog.bytes_received;
+  result.dense_bytes = prog.dense_bytes;
+  result.raw_bytes = prog.raw_bytes;
+  result.params_crc = params_crc(model);
+}
 }  // namespace
 
 TrainResult train(Communicator& comm, const DataSplit& data, const TrainOptions& o) {
@@ -149,38 +230,20 @@ TrainResult train(WorkerGroup& group, const DataSplit& data, const TrainOptions&
               "--checkpoint-dir: worker checkpoints need a communicator between the workers; "
               "with parameter servers the servers keep the checkpoints (qgrad-ps "
               "--checkpoint-dir) and a restarted worker rejoins at their step");
-  const WallClock clock;
   Setup s = set_up(group, data, o, make_exchange);
   GradientExchange& opt = *s.exchange;
-
-  RunShape shape;
-  shape.rank = rank;
-  shape.world = world;
-  shape.backend = group.backend();
-  shape.codec = opt.codec().spec().str();
-  shape.strategy = opt.route();
-  shape.optimizer = std::string(opt.optimizer().name());
-  shape.steps_per_epoch = s.sampler->batches_per_epoch();
-  shape.schedule_steps = shape.steps_per_epoch * o.epochs;
-  shape.end_step = o.max_steps ? std::min(o.max_steps, shape.schedule_steps) : shape.schedule_steps;
-  shape.eval_on_test = data.test.rows > 0;
-  const uint64_t steps_per_epoch = shape.steps_per_epoch, end_step = shape.end_step;
-  const uint64_t schedule_steps = shape.schedule_steps;
+  const RunShape shape = describe(group, data, o, s);
   const RunFacts facts = resume_facts(world, rank, opt);
 
+  // ---- where the run starts: a checkpoint, the servers' step, or 0 ----
   std::optional<CheckpointDir> ckdir;
   if (!o.checkpoint_dir.empty()) ckdir.emplace(o.checkpoint_dir, rank, world);
   Progress prog;
   TrainResult result;
-  if (o.resume) {
-    prog = resume(group, *ckdir, o, facts, schedule_steps, s);
-    result.resumed_from = prog.step;
-  }
+  if (o.resume) prog = resume(group, *ckdir, o, facts, shape.schedule_steps, s);
   // A worker joining a running parameter-server job starts at the servers' step.
-  if (opt.first_step() > prog.step) {
-    prog.step = opt.first_step();
-    result.resumed_from = prog.step;
-  }
+  prog.step = std::max(prog.step, opt.first_step());
+  result.resumed_from = prog.step;
 
   std::unique_ptr<MetricsWriter> metrics;
   on_every_rank(group, [&] {
@@ -188,35 +251,24 @@ TrainResult train(WorkerGroup& group, const DataSplit& data, const TrainOptions&
     metrics = open_metrics(o, rank, group.communicator() == nullptr,
                            o.resume ? std::optional<uint64_t>(prog.step) : std::nullopt);
   });
-  TrainReport report(o, std::move(shape), rank == 0 ? o.progress : nullptr, std::move(metrics));
+  TrainReport report(o, shape, rank == 0 ? o.progress : nullptr, std::move(metrics));
   report.header(data, result.resumed_from);
 
   // ---- the loop ----
   const std::function<void(size_t)> ready = [&](size_t i) { opt.gradient_ready(i); };
+  Batches batches(*s.sampler, shape.steps_per_epoch);
+  TrainingClock clock(prog.elapsed);
   StepInterval iv, whole;  // since the last record; over this call
   iv.start_seconds = prog.elapsed;
-  // Training time (not setup) continues from the checkpoint's. Evaluations and checkpoint
-  // writes are not training: their time is left out of `seconds` and of the time per step, so
-  // evaluating more often does not make a run look slower.
-  const double time_base = prog.elapsed - clock.seconds();
-  double paused = 0;
-  const auto now = [&] { return time_base + clock.seconds() - paused; };
-  std::vector<std::vector<size_t>> batches;
-  uint64_t batches_epoch = ~uint64_t{0};
   std::optional<Evaluation> last_eval;
   double last_loss = std::nan("");
   const uint64_t first_step = prog.step;
   const double first_seconds = prog.elapsed;
-
-  while (prog.step < end_step) {
+  while (prog.step < shape.end_step) {
     const uint64_t t = prog.step;
-    if (t / steps_per_epoch != batches_epoch) {
-      batches_epoch = t / steps_per_epoch;
-      batches = s.sampler->local_batches(batches_epoch);
-    }
-    const std::vector<size_t>& batch = batches[t % steps_per_epoch];
-    const auto lr = static_cast<float>(o.schedule.at(o.lr, t, steps_per_epoch, schedule_steps));
-
+    const std::vector<size_t>& batch = batches.of_step(t);
+    const auto lr =
+        static_cast<float>(o.schedule.at(o.lr, t, shape.steps_per_epoch, shape.schedule_steps));
     const WallClock step_clock;
     opt.begin_step(lr);
     const double loss = s.model->forward_backward(s.shard, batch, ready);
@@ -228,51 +280,34 @@ TrainResult train(WorkerGroup& group, const DataSplit& data, const TrainOptions&
     result.losses.push_back(loss);
 
     const uint64_t done = prog.step;
-    const bool epoch_end = done % steps_per_epoch == 0;
-    const bool last = done == end_step;
-    const bool eval = last || (o.eval_every ? done % o.eval_every == 0 : epoch_end);
-    const bool save =
-        ckdir && (last || (o.checkpoint_every ? done % o.checkpoint_every == 0 : epoch_end));
-    if (!(eval || save || done % o.log_every == 0)) continue;
-
+    const Due due = due_after(done, o, shape, ckdir.has_value());
+    if (!due.record) continue;
     const double loss_now = interval_loss(group, iv, done);
     if (!std::isnan(loss_now)) last_loss = loss_now;  // NaN: every step was skipped
-    if (eval) {
-      const WallClock eval_clock;
-      last_eval = evaluate(group, s);
-      paused += eval_clock.seconds();
-    }
-    const double seconds = now();
-    report.record(done, lr, loss_now, eval ? last_eval : std::nullopt, prog, iv, seconds);
+    if (due.eval) clock.paused([&] { last_eval = evaluate(group, s); });
+    const double seconds = clock.now();
+    report.record(done, lr, loss_now, due.eval ? last_eval : std::nullopt, prog, iv, seconds);
     iv = StepInterval{};
     iv.start_seconds = seconds;
-
-    if (save) {
+    if (due.save) {
       Progress snapshot = prog;
       snapshot.elapsed = seconds;
-      const WallClock save_clock;
-      ckdir->save(*group.communicator(), done,
-                  make_train_checkpoint(o, facts, snapshot, *s.model, opt));
-      paused += save_clock.seconds();
+      clock.paused([&] {
+        ckdir->save(*group.communicator(), done,
+                    make_train_checkpoint(o, facts, snapshot, *s.model, opt));
+      });
     }
   }
 
   // ---- the end ----
   if (!last_eval) last_eval = evaluate(group, s);  // resumed at the end already: evaluate anyway
-  const double total = now();
   const uint64_t ran = prog.step - first_step;
-  result.steps = prog.step;
-  result.skipped_steps = prog.skipped;
+  fill_result(result, prog, *s.model);
   result.final_eval = *last_eval;
-  result.eval_on_test = data.test.rows > 0;
+  result.eval_on_test = shape.eval_on_test;
   result.final_loss = last_loss;
-  result.bytes_sent = prog.bytes_sent;
-  result.bytes_received = prog.bytes_received;
-  result.dense_bytes = prog.dense_bytes;
-  result.raw_bytes = prog.raw_bytes;
-  result.seconds = total;
-  result.step_seconds = ran ? (total - first_seconds) / static_cast<double>(ran) : 0;
-  result.params_crc = params_crc(*s.model);
+  result.seconds = clock.now();
+  result.step_seconds = ran ? (result.seconds - first_seconds) / static_cast<double>(ran) : 0;
   report.finish(prog, result, whole, ran);
   return result;
 }
