@@ -16,8 +16,9 @@
 // the sums are combined exactly (doubles, in rank order).
 // Checkpoints (checkpoint_dir): every checkpoint_every steps, or at the end of each epoch when it
 // is 0, and at the end; they hold the parameters, the optimizer state, the error memories, the
-// model's data step, the metrics accumulators and the byte counters, so a resumed run continues
-// bit for bit (the same parameters, losses and metrics records as a run that never stopped).
+// model's data step, the step, skip and byte counters and the training time
+// (train/train_checkpoint.h), so a resumed run continues bit for bit (the same parameters,
+// losses and metrics records as a run that never stopped).
 // Errors: InvalidArgument for bad options, a checkpoint of another run (any field of
 // train/run_identity.h's table that must match on resume, named with both values) or a
 // non-finite loss or gradient (with nan_policy kError); every rank throws (the optimizer agrees
