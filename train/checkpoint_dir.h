@@ -1,7 +1,8 @@
 // Where a run keeps its checkpoints, and how all ranks agree on which one is whole.
 //
 //   DIR/step-<N>/rank-<r>.qgck    one file per rank (error memories and Signum's momentum are
-//                                 per rank), each written atomically (train/checkpoint.h)
+//                                 per rank), each written atomically (core/checkpoint.h);
+//                                 what one holds: train/train_checkpoint.h
 //   DIR/LATEST                    "<N>\n": written atomically by rank 0 only after every rank
 //                                 has written its step-N file (a barrier), so it never names a
 //                                 step that some rank lacks. Older step folders are removed

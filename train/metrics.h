@@ -1,6 +1,10 @@
-// Metrics as JSON lines (DESIGN.md section 5): one record per logged step, then one summary
-// record with "summary": true. Every line is flushed as it is written, so a crashed run leaves
-// all complete lines (qgrad-report reads such files and reports the truncated tail).
+// Metrics as JSON lines: one record per logged step, then one summary record with
+// "summary": true; the JSON fields are the struct fields below, by the same names (plus, in the
+// summary, "compression_ratio" = raw_bytes / bytes_sent). Byte counts: bytes_sent and
+// bytes_received are what this rank's gradient exchange moved; raw_bytes is what the fp32 ring
+// allreduce would have sent for the same gradients (docs/measurements.md). Every line is flushed
+// as it is written, so a crashed run leaves all complete lines (qgrad-report reads such files
+// and reports the truncated tail).
 // Thread-safety: one writer per file, used by one thread.
 #pragma once
 
@@ -25,14 +29,14 @@ struct StepRecord {
   int world = 1;
   std::string codec;
   double lr = 0;
-  double loss = 0;                      // training loss: mean over the interval and the ranks
-  std::optional<double> accuracy;       // test accuracy, when evaluated at this step
+  double loss = 0;                 // training loss: mean over the interval and the ranks
+  std::optional<double> accuracy;  // test accuracy, when evaluated at this step
   std::optional<double> test_loss;
   uint64_t bytes_sent = 0, bytes_received = 0;  // cumulative, this rank, gradient exchange only
   uint64_t raw_bytes = 0;  // cumulative: what the fp32 ring allreduce would have sent instead
-  StepTimes times;  // over the interval
-  double seconds = 0;  // wall time of training so far (resumed runs continue it); evaluations
-                       // and checkpoint writes are not counted
+  StepTimes times;         // over the interval
+  double seconds = 0;      // wall time of training so far (resumed runs continue it); evaluations
+                           // and checkpoint writes are not counted
   double samples_per_second = 0;  // all ranks, over the interval
   uint64_t skipped_steps = 0;     // cumulative (--nan skip-step)
 };
@@ -47,7 +51,7 @@ struct SummaryRecord {
   std::string eval_on = "test";  // "test", or "train" where the data has no test split
   double test_accuracy = 0;      // on the test split, or the training set where there is none
   double test_loss = 0;
-  double final_loss = 0;         // training loss of the last interval
+  double final_loss = 0;                                       // training loss of the last interval
   uint64_t bytes_sent = 0, bytes_received = 0, raw_bytes = 0;  // rank 0's, whole run
   double seconds = 0;
   double step_seconds = 0;  // mean wall time per step

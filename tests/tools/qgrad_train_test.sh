@@ -81,6 +81,11 @@ expect_error 1 "belongs to another run" "model = 'logistic'" -- \
   --checkpoint-dir ck --resume
 expect_error 1 "belongs to another run" "world" -- \
   "$BIN" "${BASE[@]}" --ranks 3 --checkpoint-dir ck --resume
+# Every field that changes the results must match (train/run_identity.h), e.g. these two.
+expect_error 1 "belongs to another run" "warmup_steps = '0', this run has '3'" -- \
+  "$BIN" "${BASE[@]}" --ranks 2 --checkpoint-dir ck --resume --warmup-steps 3
+expect_error 1 "belongs to another run" "data_bits = '0', this run has '2'" -- \
+  "$BIN" "${BASE[@]}" --ranks 2 --checkpoint-dir ck --resume --data-bits 2
 expect_error 1 "no checkpoint" -- "$BIN" "${BASE[@]}" --ranks 2 --checkpoint-dir empty --resume
 "$BIN" "${BASE[@]}" --ranks 2 --checkpoint-dir ck --resume --metrics resumed.jsonl
 [[ $(cat ck/LATEST) == 38 ]] || fail "LATEST is '$(cat ck/LATEST)', expected 38 (2 epochs of 19 steps)"

@@ -5,8 +5,6 @@
 
 #include <gtest/gtest.h>
 
-#include <unistd.h>
-
 #include <filesystem>
 #include <fstream>
 #include <mutex>
@@ -16,77 +14,12 @@
 #include <vector>
 
 #include "core/error.h"
-#include "tests/support/ranks.h"
-#include "train/data/data_spec.h"
+#include "tests/train/trainer_testing.h"
 
 namespace qgrad {
 namespace {
 
 namespace fs = std::filesystem;
-
-// A fresh folder per test under the build's temp dir.
-class TempDir {
- public:
-  TempDir() {
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    path_ = fs::temp_directory_path() /
-            (std::string("qgrad_trainer_") + info->test_suite_name() + "_" + info->name() + "_" +
-             std::to_string(::getpid()));
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ~TempDir() { fs::remove_all(path_); }
-  std::string operator/(const std::string& name) const { return (path_ / name).string(); }
-
- private:
-  fs::path path_;
-};
-
-constexpr const char* kRegression = "synthetic:kind=regression,rows=600,test=100,dim=12,seed=3";
-constexpr const char* kClasses =
-    "synthetic:kind=classification,rows=800,test=200,dim=16,classes=4,seed=5";
-
-TrainOptions linear_options(const std::string& model = "linear",
-                            const std::string& data = kRegression) {
-  TrainOptions o;
-  o.model = model;
-  o.data = data;
-  o.lr = 0.05;
-  o.batch = 16;
-  o.epochs = 3;
-  o.seed = 11;
-  o.log_every = 4;
-  o.optimizer.name = "sgd";
-  o.optimizer.momentum = 0.9f;
-  o.exchange.codec = "qsgd:bits=4";
-  o.exchange.error_feedback = true;
-  return o;
-}
-
-// Runs `world` ranks; returns every rank's result.
-std::vector<TrainResult> run(int world, const DataSplit& data, const TrainOptions& o) {
-  std::vector<TrainResult> results(static_cast<size_t>(world));
-  run_ranks(world, [&](Communicator& comm) {
-    results[static_cast<size_t>(comm.rank())] = train(comm, data, o);
-  });
-  return results;
-}
-
-std::vector<nlohmann::json> read_jsonl(const std::string& path) {
-  std::ifstream in(path);
-  std::vector<nlohmann::json> out;
-  for (std::string line; std::getline(in, line);) out.push_back(nlohmann::json::parse(line));
-  return out;
-}
-
-// A record without its wall-clock fields (those differ between runs by nature).
-nlohmann::json without_timings(nlohmann::json j) {
-  for (const char* k : {"seconds", "samples_per_second", "compute_s", "encode_s", "exchange_s",
-                        "decode_s", "update_s", "wait_s", "step_seconds"}) {
-    j.erase(k);
-  }
-  return j;
-}
 
 TEST(Trainer, SameSeedGivesTheSameRunAndAllRanksEndEqual) {
   const DataSplit data = load_data(kRegression);
@@ -302,9 +235,9 @@ TEST(Trainer, MetricsHaveTheDesignFieldsAndASummary) {
   const auto lines = read_jsonl(o.metrics_path);
   ASSERT_GE(lines.size(), 2u);
   for (size_t i = 0; i + 1 < lines.size(); ++i) {
-    for (const char* k : {"step", "epoch", "rank", "world", "codec", "loss", "bytes_sent",
-                          "bytes_received", "raw_bytes", "compute_s", "encode_s", "exchange_s",
-                          "decode_s", "update_s", "seconds"}) {
+    for (const char* k :
+         {"step", "epoch", "rank", "world", "codec", "loss", "bytes_sent", "bytes_received",
+          "raw_bytes", "compute_s", "encode_s", "exchange_s", "decode_s", "update_s", "seconds"}) {
       EXPECT_TRUE(lines[i].contains(k)) << k << " missing in record " << i;
     }
     EXPECT_EQ(lines[i]["world"], 4);
