@@ -1,5 +1,5 @@
 // The Communicator interface: the few collectives that the compressed-allreduce strategies need
-// (DESIGN.md section 3), written once and implemented per backend: comm/local (ranks as threads
+// (docs/architecture.md, "Communicator"), written once and implemented per backend: comm/local (ranks as threads
 // in one process), comm/mpi (Open MPI). The strategies in comm/strategies never see a backend.
 //
 // Contracts shared by every backend:

@@ -1,5 +1,5 @@
 // Bit streams and Elias omega codes for sparse payloads (QSGD's "Efficient Coding of Gradients",
-// Alistarh et al., NeurIPS 2017, section 3.1; PAPERS.md 1.2).
+// Alistarh et al., NeurIPS 2017, section 3.1; docs/algorithms.md, "QSGD").
 //
 // Elias omega (recursive) code of an integer k >= 1 (Elias 1975): write "0"; while k > 1, prepend
 // the binary form of k and set k = floor(log2 k). The codeword of k is therefore

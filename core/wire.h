@@ -1,4 +1,4 @@
-// The self-describing wire header that starts every payload (DESIGN.md section 2). Fixed size,
+// The self-describing wire header that starts every payload (docs/architecture.md, "Wire header"). Fixed size,
 // little-endian, 48 bytes:
 //
 //   offset size field

@@ -31,7 +31,7 @@ SGD = ["--optimizer", "sgd", "--lr", "0.1", "--momentum", "0.9", *COSINE]
 # Signum: momentum before the sign, majority vote (Bernstein et al. 2019); lr tuned on seed 1.
 SIGNUM = ["--optimizer", "signum", "--lr", "0.001", "--momentum", "0.9", *COSINE]
 # EF-signSGD (Karimireddy et al. 2019): plain SGD with the error memory. With heavy-ball momentum
-# (after the exchange, or on the worker) it diverged here (30-48%); see the README.
+# (after the exchange, or on the worker) it diverged here (30-48%); see docs/measurements.md.
 EF_SIGN = ["--optimizer", "sgd", "--lr", "0.8", *COSINE]
 
 # name, codec, extra flags, target: ("min", value) or ("gap", points below fp32)

@@ -83,7 +83,7 @@ attach "$launcher" "198.18.0.200" "pl"
 
 # Open MPI's remote launch agent: "agent [opts] HOST CMD..." runs CMD in HOST's namespace with
 # a hostname of its own (without a UTS namespace per host, Open MPI's daemons share session
-# directories and ~5-10% of launches hang; ENVIRONMENT.md section 4).
+# directories and ~5-10% of launches hang; docs/environment.md, "Emulated links").
 cat > "$work/nsrsh" <<AGENT
 #!/bin/sh
 while [ \$# -gt 0 ]; do case "\$1" in -*) shift;; *) break;; esac; done

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # overhead.sh: how much slower a step of qgrad-train with codec `none` is than the same LibTorch
-# model trained by a plain loop with MPI_Allreduce (issue 4 asks for at most 10%).
+# model trained by a plain loop with MPI_Allreduce (the target is at most 10%; docs/measurements.md).
 #
 #   scripts/overhead.sh [--np N] [--steps S] [--warmup W] [--repeat R] [--max-ratio F] [--bin DIR]
 #                       [--idle PCT] [--bind-to POLICY] [--baseline-order ORDER]

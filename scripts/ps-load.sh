@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Load run of the parameter server on loopback (issue 5): starts qgrad-ps, runs qgrad-ps-load
+# Load run of the parameter server on loopback: starts qgrad-ps, runs qgrad-ps-load
 # (W synthetic workers, each a PsExchange on a small model, random gradients from fixed seeds)
 # for S synchronous steps, and prints the figures: time, steps/s, pushes counted against pushes
 # sent (no lost update), the server's resident memory at step ~100 and at the end (flat within

@@ -45,7 +45,7 @@ import statistics
 import sys
 from collections import Counter
 
-# Fields every record of a usable run must have (DESIGN.md section 5).
+# Fields every record of a usable run must have (train/metrics.h).
 STEP_FIELDS = ("step", "seconds", "bytes_sent", "loss")
 SUMMARY_FIELDS = ("model", "data", "codec", "world", "seed", "test_accuracy", "seconds",
                   "step_seconds", "bytes_sent", "raw_bytes", "compression_ratio", "steps",

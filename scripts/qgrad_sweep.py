@@ -54,7 +54,7 @@ PRESETS = {
             f"int8 {SGD}",
             # signSGD with majority vote: Signum, momentum before the sign.
             "sign --optimizer signum --lr 0.001 --momentum 0.9",
-            # EF-signSGD: plain SGD with the error memory (momentum diverged, see the README).
+            # EF-signSGD: plain SGD with the error memory (momentum diverged, see docs/measurements.md).
             "sign:scale=l1 --ef --optimizer sgd --lr 0.8",
             f"zipml:bits=4 {SGD}",
             f"terngrad {SGD}",

@@ -1,6 +1,6 @@
 // `int8:map=linear|tree,rounding=stochastic|nearest,bucket=d`: one signed byte per coordinate and
 // one float32 absmax per bucket of d coordinates (Dettmers, "8-Bit Approximations for Parallelism
-// in Deep Learning", ICLR 2016, arXiv 1511.04561; PAPERS.md 4.1 and 7.19).
+// in Deep Learning", ICLR 2016, arXiv 1511.04561; docs/algorithms.md, "8-bit: int8").
 //
 // A bucket v is divided by its absmax M = max_i |v_i| and every coordinate is rounded to one of
 // 255 codes k in [-127, 127] with values c(k) = sign(k) m_|k| for a magnitude table

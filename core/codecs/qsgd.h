@@ -1,6 +1,6 @@
 // `qsgd`: QSGD stochastic quantization (Alistarh, Grubic, Li, Tomioka, Vojnovic, "QSGD:
 // Communication-Efficient SGD via Gradient Quantization and Encoding", NeurIPS 2017,
-// arXiv 1610.02132; PAPERS.md section 1). Spec: qsgd:bits=b,levels=s,bucket=d,norm=max|l2,
+// arXiv 1610.02132; docs/algorithms.md, "QSGD"). Spec: qsgd:bits=b,levels=s,bucket=d,norm=max|l2,
 // coding=dense|elias (defaults b = 4, s = 2^(b-1) - 1, d = 512, max, dense).
 //
 // Maths. The input is cut into buckets of d elements (the last one may be shorter); each bucket v
@@ -40,7 +40,7 @@
 //   - other b ("linear"): element i at bits [b i, b (i + 1)) of the stream, least significant bit
 //     first within each byte (b = 8 is one byte per element). The final byte is zero-padded.
 //   4 bits and bucket 512 cost 4.0625 bits per element: 7.88x less than fp32.
-// Wire body, coding=elias (PAPERS.md 1.2; variable length): one MSB-first bit stream
+// Wire body, coding=elias (the paper's section 3.1; variable length): one MSB-first bit stream
 // (core/elias.h), bucket after bucket, each
 //   32 bits: the scale's float32 bit pattern, most significant bit first;
 //   omega(nnz + 1), nnz = number of nonzero levels of the bucket;

@@ -3,7 +3,7 @@
 // scale=none — signSGD (Bernstein et al., ICML 2018, arXiv 1802.04434) and signSGD with majority
 //   vote (Bernstein et al., ICLR 2019, arXiv 1810.05291). C(v)_i = sgn(v_i) in {+1, -1} with
 //   sgn(0) = +1, as the reference code's bit2byte packing. Aggregation is the majority vote:
-//   sign(sum_w sgn(v_w)), a tie counting as +1 (PAPERS.md 2.2, fact 9); see majority_vote below.
+//   sign(sum_w sgn(v_w)), a tie counting as +1 (core/aggregation.h); see majority_vote below.
 // scale=l1 — EF-signSGD's scaled sign (Karimireddy et al., ICML 2019, arXiv 1901.09847):
 //   C(v)_i = (||v_B||_1 / d_B) * sgn(v_i) for the bucket B holding i (d_B its element count; the
 //   tail bucket uses its own). It is a delta-compressor with delta = ||v_B||_1^2 / (d_B

@@ -25,7 +25,7 @@ constexpr size_t kChunksPerTask = 32;
 constexpr size_t kBlock = 2048;
 constexpr float kTinyRange = 0x1p-64f;
 constexpr float kRescale = 0x1p64f;
-// Candidate levels of the optimal-levels DP per bucket (PAPERS 3.4 subsamples for speed too).
+// Candidate levels of the optimal-levels DP per bucket (the paper subsamples for speed too).
 constexpr size_t kMaxCandidates = 64;
 
 // The uniform levels' step: (hi - lo) / (L - 1), raised an ulp at a time until the top level

@@ -1,9 +1,9 @@
 // `zipml:bits=b,levels=uniform|optimal,bucket=d`: ZipML stochastic rounding of every coordinate
 // to one of L = 2^b levels of its bucket (Zhang, Li, Kara, Alistarh, Liu, Zhang, "ZipML: Training
-// Linear Models with End-to-End Low Precision", ICML 2017, arXiv 1611.05402; PAPERS.md 3.2, 3.4,
-// 7.15-7.17).
+// Linear Models with End-to-End Low Precision", ICML 2017, arXiv 1611.05402;
+// docs/algorithms.md, "ZipML").
 //
-// Stochastic rounding (PAPERS 3.2): for levels l_0 <= ... <= l_{L-1} and a in [l_j, l_{j+1}],
+// Stochastic rounding (the paper's section 3.2): for levels l_0 <= ... <= l_{L-1} and a in [l_j, l_{j+1}],
 // Q(a) = l_{j+1} with probability p = (a - l_j) / (l_{j+1} - l_j), else l_j (u < p, u the
 // element's Philox uniform). E[Q(a)] = a and Var Q(a) = (a - l_j)(l_{j+1} - a)
 // <= (l_{j+1} - l_j)^2 / 4. Every decoded value lies in [min, max] of its bucket.
@@ -18,7 +18,7 @@
 //   Var per bucket = sum_i (x_i - l_j)(l_{j+1} - x_i) <= d step^2 / 4. A bucket whose hi - lo
 //   overflows float32 is an InvalidArgument (levels=optimal has no such limit).
 // levels=optimal: the L levels minimising the bucket's total variance
-//   sum_i (x_i - l_k)(l_{k+1} - x_i), endpoints min and max included (PAPERS 3.4), found by
+//   sum_i (x_i - l_k)(l_{k+1} - x_i), endpoints min and max included (the paper's section 3.4), found by
 //   `optimal_levels` below (max_candidates = 64: exact for buckets with at most max(64, L)
 //   distinct values) and sent with the bucket. A bucket of n_b < L elements sends m_b = n_b
 //   levels (its own values: zero variance). Rounding is scalar, p computed in double. A sort and
@@ -51,7 +51,7 @@ namespace qgrad {
 
 std::unique_ptr<Codec> make_zipml_codec(const CodecSpec& spec);
 
-// Variance-optimal stochastic-rounding levels for `values` (ZipML, PAPERS 3.4): returns
+// Variance-optimal stochastic-rounding levels for `values` (ZipML's section 3.4): returns
 // num_levels non-decreasing levels, the first = min(values) and the last = max(values),
 // minimising stochastic_rounding_variance(values, levels). With at most num_levels distinct
 // values, those values (the last repeated to fill): zero variance. Otherwise a dynamic program

@@ -1,4 +1,4 @@
-// The contract every codec keeps (core/codec.h, DESIGN.md section 2), checked for every codec and
+// The contract every codec keeps (core/codec.h, docs/architecture.md), checked for every codec and
 // variant: round trips decode to finite values and accumulate; bytes depend only on (input, key),
 // never on the thread count; truncated, bit-flipped or mismatched payloads throw CorruptPayload and
 // never crash; NaN/Inf input throws InvalidArgument naming the index; payloads name their codec;

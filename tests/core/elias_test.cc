@@ -23,7 +23,7 @@ std::span<const std::byte> as_bytes(const std::vector<uint8_t>& v) {
 }
 
 TEST(Elias, OmegaLengthsArePinned) {
-  // PAPERS.md 7.8: omega (recursive) lengths, not gamma's.
+  // The paper's Elias omega (recursive) lengths, not gamma's (docs/algorithms.md, "QSGD").
   const uint64_t k[] = {1, 2, 3, 4, 7, 8, 15, 16, 100};
   const int len[] = {1, 3, 3, 6, 6, 7, 7, 11, 13};
   for (size_t i = 0; i < std::size(k); ++i) {

@@ -75,7 +75,7 @@ TEST(Qsgd, SpecAndLevelsValidation) {
 }
 
 TEST(Qsgd, ExactVarianceMatchesPaperFacts) {
-  // PAPERS.md section 7, facts 1-4.
+  // The paper's bounds (docs/algorithms.md, "QSGD").
   const std::vector<float> a = {3, 4}, b = {1, -2, 3, -4};
   EXPECT_NEAR(qsgd_exact_variance(a, 1, true), 10.0, 1e-12);
   EXPECT_NEAR(qsgd_exact_variance(a, 2, true), 2.5, 1e-12);
@@ -419,7 +419,7 @@ TEST(Qsgd, MonteCarloVarianceMatchesExactFormula) {
     const char* spec;
     int s;
     bool l2;
-    double paper;  // PAPERS.md section 7 value
+    double paper;  // the paper's value (docs/algorithms.md, "QSGD")
   };
   const Case cases[] = {
       {{3, 4}, "qsgd:bits=2,norm=l2", 1, true, 10.0},

@@ -45,7 +45,7 @@ std::pair<double, double> around(const std::vector<float>& levels, float x) {
 }
 
 TEST(ZipmlLevels, StochasticRoundingFact15) {
-  // x = 0.3 between levels 0.25 and 0.5: up with probability 0.2, variance 0.01 (PAPERS 7.15).
+  // x = 0.3 between levels 0.25 and 0.5: up with probability 0.2, variance 0.01 (docs/algorithms.md, "ZipML").
   const std::vector<float> x{0.3f}, levels{0.25f, 0.5f};
   EXPECT_NEAR(stochastic_rounding_variance(x, levels), 0.01, 1e-8);
   // Through the codec: a bucket {0, 0.3, 1.75} with 3 bits has levels 0.25 apart.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Fault tolerance of qgrad-ps + qgrad-train --ps as processes on loopback (issue 5, slice 3):
+# Fault tolerance of qgrad-ps + qgrad-train --ps as processes on loopback:
 #   - a reference run: 3 workers, no fault;
 #   - the same run with faults: worker 2 killed (kill -9) in the middle: the server applies the
 #     step with the other two after --timeout and names worker 2; worker 2 restarted rejoins;

@@ -1,4 +1,4 @@
-// ZipML double sampling on least squares (PAPERS.md 3.3, fact 16): the naive quantized gradient
+// ZipML double sampling on least squares (ZipML's section 3.3; docs/algorithms.md): the naive quantized gradient
 // is biased towards a ridge-like solution, the double-sampled one is unbiased.
 #include <gtest/gtest.h>
 

@@ -1,7 +1,7 @@
 // ZipML data quantization for the linear models: every feature value a of a training row is
 // stochastically rounded to a b-bit grid before the model reads it (Zhang, Li, Kara, Alistarh,
 // Liu, Zhang, "ZipML: Training Linear Models with End-to-End Low Precision", ICML 2017,
-// arXiv 1611.05402; PAPERS.md 3.2, 3.3, 7.16).
+// arXiv 1611.05402; docs/algorithms.md, "ZipML data sampling").
 //
 // Grid: feature j has L = 2^b uniform levels l_k = lo_j + k * step_j, k = 0..L-1, between
 // lo_j = min and hi_j = max of that feature over the training set (fit_feature_grid), so

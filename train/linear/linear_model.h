@@ -1,7 +1,7 @@
 // Linear models on Eigen (used only in the .cc) behind qgrad::Model: least squares ("linear"),
 // logistic regression ("logistic": binary or multinomial softmax) and the hinge-loss SVM ("svm"),
 // with ZipML's data quantization and double sampling (Zhang et al., ICML 2017, arXiv 1611.05402;
-// PAPERS.md 3).
+// docs/algorithms.md, "ZipML data sampling").
 //
 // Parameters: "linear.weight" (K x d, row-major) and, with options.bias, "linear.bias" (K), where
 // K = num_classes for multinomial logistic regression and K = 1 otherwise. Each is a ParamView
@@ -27,7 +27,7 @@
 //     g = (1/B) sum_r Q(a_r) l'(W Q(a_r) + c).
 //   For least squares E[g] = (1/B) sum_r [(a a^T + D_a) x - a y] with D_a = diag Var Q(a_j): a
 //   data-dependent ridge penalty, so SGD converges near (A^T A + sum_r D_r)^-1 A^T y, not to the
-//   least-squares solution (PAPERS 3.3, fact 16). Reported loss: (1/B) sum 1/2 (z(Q) - y)^2.
+//   least-squares solution (ZipML's section 3.3). Reported loss: (1/B) sum 1/2 (z(Q) - y)^2.
 // - Double sampling (double_sampling = true): two independent samples Q1, Q2 of every row
 //   (draws 0 and 1; Q1 is the naive mode's sample), and the symmetrised gradient
 //     g = (1/B) sum_r 1/2 [Q1(a_r) l'(z_r(Q2)) + Q2(a_r) l'(z_r(Q1))].
