@@ -67,9 +67,10 @@
 #include <utility>
 #include <vector>
 
-#include "ps/client.h"
 #include "optim/distributed_optimizer.h"
 #include "optim/gradient_exchange.h"
+#include "optim/worker_encoder.h"
+#include "ps/client.h"
 
 namespace qgrad::ps {
 
@@ -142,7 +143,7 @@ class PsExchange final : public GradientExchange {
   void gradient_ready(size_t param_index) override;
   StepStats step(float lr) override;
 
-  const Codec& codec() const override { return *codec_; }
+  const Codec& codec() const override { return encoder_->codec(); }
   std::string route() const override;
   const Optimizer& optimizer() const override { return *optimizer_; }
   // Workers write no checkpoints (the servers do): both throw InvalidArgument.
@@ -174,8 +175,7 @@ class PsExchange final : public GradientExchange {
   std::vector<ParamView> params_;
   std::unique_ptr<Optimizer> optimizer_;
   PsExchangeOptions options_;
-  std::unique_ptr<Codec> codec_;
-  std::unique_ptr<Codec> plain_codec_;
+  std::unique_ptr<WorkerEncoder> encoder_;  // c, the scan, codec choice, keys, memories
   std::vector<PsKey> keys_;
   std::vector<std::vector<size_t>> server_keys_;  // per server: indices into keys_, in order
   std::vector<std::unique_ptr<PsClient>> clients_;
@@ -186,8 +186,8 @@ class PsExchange final : public GradientExchange {
   // Per server: the step whose model this worker holds (for a downlink codec's updates).
   std::vector<std::optional<uint64_t>> have_;
   std::vector<std::unique_ptr<ErrorFeedback>> memories_;  // per key; null where unused
-  std::vector<std::vector<float>> contributions_;          // per parameter, this step's c
-  std::vector<std::vector<float>> key_buffers_;            // per key, scratch
+  std::vector<std::vector<float>> contributions_;         // per parameter, this step's c
+  std::vector<std::vector<float>> key_buffers_;           // per key, scratch
   mutable std::mutex counters_mutex_;
   PsCounters counters_;
   uint64_t step_ = 0;
