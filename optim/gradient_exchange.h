@@ -1,7 +1,8 @@
 // GradientExchange: the step pipeline as the worker loop (train/trainer.h) drives it, whatever
 // moves the gradients. Two implementations: DistributedOptimizer (optim/, collectives over a
 // Communicator: MPI or threads) and ps::PsExchange (ps/, push to parameter servers and pull
-// the model back). Both start from the same worker-side contract (DESIGN.md section 4):
+// the model back). Both start from the same worker-side contract, written once in
+// optim/worker_encoder.h (docs/architecture.md):
 //
 //   c = s(lr) * T(g) per parameter (Optimizer::contribution, negated for an adversary);
 //   p = c + e; send C(p); e = p - D(C(p))   (error feedback, optional, one memory per bucket/key)
@@ -33,7 +34,7 @@ struct BucketStats {
   uint64_t bytes_sent = 0;   // flag + data, as counted by the Communicator
   uint64_t bytes_received = 0;
   uint64_t dense_bytes = 0;  // 4 * elements: one fp32 copy of the bucket
-  uint64_t raw_bytes = 0;  // what the plain fp32 ring allreduce would send from this rank
+  uint64_t raw_bytes = 0;    // what the plain fp32 ring allreduce would send from this rank
 };
 
 struct StepStats {
@@ -45,12 +46,12 @@ struct StepStats {
   uint64_t bytes_received = 0;
   uint64_t dense_bytes = 0;
   uint64_t raw_bytes = 0;  // the plain fp32 ring's volume for the same buckets (baseline)
-  double prepare_s = 0;          // contribution c and the finiteness check, on the exchange thread
-  double encode_s = 0;           // from compressed_allreduce (worker and owner encodes)
-  double exchange_s = 0;         // inside collectives, the NaN flag included
-  double decode_s = 0;           // decoding, summing, voting, dividing by W
-  double update_s = 0;           // Optimizer::apply over every parameter
-  double wait_s = 0;             // how long step() waited for the exchange thread
+  double prepare_s = 0;    // contribution c and the finiteness check, on the exchange thread
+  double encode_s = 0;     // from compressed_allreduce (worker and owner encodes)
+  double exchange_s = 0;   // inside collectives, the NaN flag included
+  double decode_s = 0;     // decoding, summing, voting, dividing by W
+  double update_s = 0;     // Optimizer::apply over every parameter
+  double wait_s = 0;       // how long step() waited for the exchange thread
   size_t compressed_buckets = 0;
   size_t overlapped_buckets = 0;  // buckets exchanged before step() was called
   std::vector<BucketStats> buckets;

@@ -504,7 +504,8 @@ StepStats PsExchange::step(float lr) {
     stats.compressed_buckets += w.compressed;
   }
   stats.dense_bytes = 4 * elements_;
-  stats.raw_bytes = 4 * elements_;  // pushing the contribution as plain fp32
+  // The fp32 baseline of this path: pushing the contribution as plain fp32 (there is no ring).
+  stats.raw_bytes = 4 * elements_;
   stats.wait_s = clock.seconds();
   step_ = next;
   return stats;

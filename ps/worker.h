@@ -14,9 +14,12 @@
 // so every worker derives the same keys; the servers check it (the shape of their keys) when the
 // workers register.
 //
-// One step t of worker w (synchronous):
+// One step t of worker w (synchronous); the worker-side half is the WorkerEncoder's
+// (optim/worker_encoder.h), shared with the DistributedOptimizer:
 //   c = s(lr) * T(g) per parameter (Optimizer::contribution with the worker's own optimizer
-//       state, e.g. Signum's momentum; negated for an adversary);
+//       state, e.g. Signum's momentum; negated for an adversary), every parameter scanned for
+//       NaN/Inf before anything is pushed: InvalidArgument naming the parameter, the element and
+//       the worker (as "rank w", the collective path's wording);
 //   per key k: p = c_k + e_k; payload = C(p); e_k = p - D(payload)  (error feedback, optional)
 //       with RngKey{seed, t, w, tensor = k's global index}; plain fp32 (codec none, no memory)
 //       during the first warmup_steps steps and for keys smaller than min_compress_bytes;
@@ -67,7 +70,7 @@
 #include <utility>
 #include <vector>
 
-#include "optim/distributed_optimizer.h"
+#include "optim/exchange_options.h"
 #include "optim/gradient_exchange.h"
 #include "optim/worker_encoder.h"
 #include "ps/client.h"
