@@ -8,19 +8,22 @@ namespace qgrad {
 
 WorkerEncoder::WorkerEncoder(const Optimizer& optimizer, const DistributedOptimizerOptions& options,
                              uint32_t rank)
-    : optimizer_(optimizer), options_(options), rank_(rank) {
-  codec_ = make_codec(options_.codec);
+    : WorkerEncoder(optimizer, options, rank, make_codec(options.codec)) {}
+
+WorkerEncoder::WorkerEncoder(const Optimizer& optimizer, const DistributedOptimizerOptions& options,
+                             uint32_t rank, std::unique_ptr<Codec> codec)
+    : optimizer_(optimizer), options_(options), rank_(rank), codec_(std::move(codec)) {
+  QGRAD_CHECK(codec_ != nullptr, "worker encoder: no codec given");
   plain_codec_ = make_codec("none");
   majority_ = codec_->aggregation() == Aggregation::kMajorityVote;
   // A majority-vote codec decodes to +-1 whatever the magnitude of p = c + e, so e = p - D(C(p))
   // would hold -+1 in place of what compression dropped and grow without bound; EF-signSGD
   // needs the scaled sign (sign:scale=l1), which aggregates by mean.
   QGRAD_CHECK(!(options_.error_feedback && majority_),
-              "error feedback needs a codec whose "
-              "decoded values estimate its input; '",
+              "error feedback needs a codec whose decoded values estimate its input; '",
               codec_->spec().str(),
-              "' sends a majority vote of signs. Use sign:scale=l1 for EF-signSGD, or turn "
-              "error feedback off for signSGD / Signum with majority vote");
+              "' sends a majority vote of signs. Use sign:scale=l1 for EF-signSGD, or turn error "
+              "feedback off for signSGD / Signum with majority vote");
 }
 
 float WorkerEncoder::factor(float lr) const {
@@ -59,8 +62,8 @@ std::string WorkerEncoder::describe(const NonFinite& bad) const {
       bad.param < params.size() ? params[bad.param].name : detail::concat("#", bad.param);
   if (bad.in_contribution) {
     return detail::concat("parameter '", name, "' element ", bad.element, " on rank ", bad.rank,
-                          ": its gradient is finite but what the optimizer sends (s(lr) * T(g)) "
-                          "is not (learning rate too large?)");
+                          ": its gradient is finite but what the optimizer sends (s(lr) * T(g)) is "
+                          "not (learning rate too large?)");
   }
   return detail::concat("non-finite gradient (NaN or Inf) in parameter '", name, "' at element ",
                         bad.element, " on rank ", bad.rank);

@@ -56,6 +56,10 @@ class WorkerEncoder {
   // contribution() (its parameter indices and names are the ones the scan reports).
   WorkerEncoder(const Optimizer& optimizer, const DistributedOptimizerOptions& options,
                 uint32_t rank);
+  // The same with options.codec parsed by the caller (make_codec), who may check it first (the
+  // DistributedOptimizer resolves its strategy on it, so that a bad strategy is named first).
+  WorkerEncoder(const Optimizer& optimizer, const DistributedOptimizerOptions& options,
+                uint32_t rank, std::unique_ptr<Codec> codec);
 
   const Codec& codec() const { return *codec_; }
   // `none`: what uncompressed units are encoded with.

@@ -88,11 +88,10 @@ PsExchange::PsExchange(std::vector<ParamView> params, std::unique_ptr<Optimizer>
               "parameter server worker: worker id ", options_.worker_id,
               " must be below the number of workers (", options_.workers, ")");
   QGRAD_CHECK(options_.exchange.bucket_bytes >= 4,
-              "parameter server worker: bucket_bytes must "
-              "hold at least one float");
+              "parameter server worker: bucket_bytes must hold at least one float");
   QGRAD_CHECK(options_.exchange.nan_policy == NanPolicy::kError,
-              "the nan policy 'skip-step' needs the workers to agree on skipping a step, which "
-              "the parameter-server path does not do yet; use --nan error");
+              "the nan policy 'skip-step' needs the workers to agree on skipping a step, which the "
+              "parameter-server path does not do yet; use --nan error");
   encoder_ = std::make_unique<WorkerEncoder>(*optimizer_, options_.exchange, options_.worker_id);
 
   std::vector<ParamShape> shapes;
@@ -159,10 +158,10 @@ PsExchange::PsExchange(std::vector<ParamView> params, std::unique_ptr<Optimizer>
     }
   } else if (first_step_ > 0) {
     for (size_t s = 0; s < servers; ++s) {
-      QGRAD_CHECK(at[s] + 1 >= first_step_, "parameter server ", options_.servers[s],
-                  " is at step ", at[s], ", another at step ", first_step_,
-                  ": the servers are not at the same step (one restarted from an older "
-                  "checkpoint?)");
+      QGRAD_CHECK(
+          at[s] + 1 >= first_step_, "parameter server ", options_.servers[s], " is at step ", at[s],
+          ", another at step ", first_step_,
+          ": the servers are not at the same step (one restarted from an older checkpoint?)");
       copy_in(s, clients_[s]->pull(first_step_, have_[s]));
     }
   }
@@ -189,11 +188,10 @@ uint64_t PsExchange::reconnect(size_t s, std::chrono::steady_clock::time_point g
       if (std::chrono::steady_clock::now() + backoff > give_up) {
         const double waited =
             std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-        throw CommError(detail::concat("parameter server ", options_.servers[s], " unreachable: ",
-                                       call, " and registering again failed for ", waited,
-                                       " s (the reconnect limit, --timeout); "
-                                       "last error: ",
-                                       e.what()));
+        throw CommError(
+            detail::concat("parameter server ", options_.servers[s], " unreachable: ", call,
+                           " and registering again failed for ", waited,
+                           " s (the reconnect limit, --timeout); last error: ", e.what()));
       }
     }
     std::this_thread::sleep_for(backoff);
@@ -203,11 +201,11 @@ uint64_t PsExchange::reconnect(size_t s, std::chrono::steady_clock::time_point g
 
 void PsExchange::note_mode(size_t s, bool async) {
   if (!async_) {
-    QGRAD_CHECK(!(async && encoder_->majority()), "parameter server ", options_.servers[s],
-                " runs asynchronously, which applies one push at a time: the codec '",
-                encoder_->codec().spec().str(),
-                "' needs a majority "
-                "vote of every worker; use a mean codec (e.g. sign:scale=l1, qsgd)");
+    QGRAD_CHECK(
+        !(async && encoder_->majority()), "parameter server ", options_.servers[s],
+        " runs asynchronously, which applies one push at a time: the codec '",
+        encoder_->codec().spec().str(),
+        "' needs a majority vote of every worker; use a mean codec (e.g. sign:scale=l1, qsgd)");
     async_ = async;
   }
   QGRAD_CHECK(*async_ == async, "parameter server ", options_.servers[s], " runs ",
@@ -245,9 +243,8 @@ void PsExchange::copy_in(size_t s, const PullResult& pulled) {
         codec_for_payload(payload)->decode_add(payload, x, 1.0f);
       } catch (const Error& e) {
         throw CommError(detail::concat("parameter server ", options_.servers[s],
-                                       ": the update "
-                                       "of key ",
-                                       mine[j], " ('", key.name, "'): ", e.what()));
+                                       ": the update of key ", mine[j], " ('", key.name,
+                                       "'): ", e.what()));
       }
       for (const KeySlice& sl : key.slices) {
         std::copy(x.begin() + static_cast<std::ptrdiff_t>(sl.key_offset),
@@ -430,8 +427,7 @@ StepStats PsExchange::step(float lr) {
   QGRAD_CHECK(std::isfinite(lr) && lr >= 0.0f, "learning rate must be finite and >= 0, got ", lr);
   QGRAD_CHECK(begun_lr_ < 0 || begun_lr_ == lr, "step(", lr, ") in step ", step_,
               " after begin_step(", begun_lr_,
-              "): the learning rate must not change within a "
-              "step");
+              "): the learning rate must not change within a step");
   begun_lr_ = -1;
   if (options_.stop_after > 0 && step_ >= options_.stop_after) {
     throw CommError(detail::concat("worker ", options_.worker_id, " stopped at step ", step_,
@@ -486,8 +482,7 @@ StepStats PsExchange::step(float lr) {
     if (at[s] == next) continue;
     QGRAD_CHECK(at[s] + 1 == next, "parameter server ", options_.servers[s], " is at step ", at[s],
                 ", another at step ", next,
-                ": the servers are not at the same step "
-                "(one restarted from an older checkpoint?)");
+                ": the servers are not at the same step (one restarted from an older checkpoint?)");
     copy_in(s, clients_[s]->pull(next, have_[s]));
   }
   if (next != step_ + 1) stats.continue_at = next;
