@@ -18,8 +18,11 @@
 //
 // What stays with the callers: which elements form a unit, the order of the scan (the first
 // culprit found is the one named), how the payloads travel (the collective strategies encode a
-// bucket themselves, chunk by chunk, through the memory they are given) and what a non-finite
-// value does (the DistributedOptimizer's nan policy; an error on the parameter-server path).
+// bucket themselves, chunk by chunk, through the memory they are given), whether an uncompressed
+// unit passes its memory (the collective path sends it through `none` in warm-up, which flushes
+// e into the fp32 sum; the parameter server leaves it out, and it holds 0 there) and what a
+// non-finite value does (the DistributedOptimizer's nan policy; an error on the
+// parameter-server path).
 // Thread-safety: const members only read the optimizer's state (Optimizer::contribution), so they
 // may run on an exchange thread while nothing changes that state; take_back() writes the memory
 // it is given.
