@@ -1,11 +1,10 @@
 #include "optim/distributed_optimizer.h"
 
 #include <algorithm>
-#include <bit>
 #include <chrono>
 #include <cmath>
-#include <set>
 
+#include "core/aggregation.h"
 #include "core/codec_registry.h"
 #include "core/error.h"
 #include "core/simd/kernels.h"
@@ -21,39 +20,11 @@ using Clock = std::chrono::steady_clock;
 // u32 parameter index, u32 kind (0 gradient, 1 contribution), u64 element index.
 constexpr size_t kFlagBytes = 16;
 
-constexpr std::string_view kOptimizerPrefix = "optimizer/";
-constexpr std::string_view kExchangePrefix = "exchange/";
-
-bool starts_with(const std::string& s, std::string_view prefix) {
-  return s.compare(0, prefix.size(), prefix) == 0;
-}
-
-uint64_t checked_counter(const StateDict& state, const std::string& key) {
-  const auto it = state.scalars.find(key);
-  QGRAD_CHECK(it != state.scalars.end(), "distributed optimizer: the saved state has no '", key,
-              "'");
-  const double v = it->second;
-  QGRAD_CHECK(v >= 0 && v < 9007199254740992.0 && v == std::floor(v),
-              "distributed optimizer: saved '", key, "' must be a non-negative integer, got ", v);
-  return static_cast<uint64_t>(v);
-}
-
 void check_lr(float lr) {
   QGRAD_CHECK(std::isfinite(lr) && lr >= 0.0f, "learning rate must be finite and >= 0, got ", lr);
 }
 
 }  // namespace
-
-NanPolicy parse_nan_policy(std::string_view name) {
-  if (name == "error") return NanPolicy::kError;
-  if (name == "skip-step") return NanPolicy::kSkipStep;
-  throw InvalidArgument(
-      detail::concat("unknown nan policy '", name, "'; valid policies: error, skip-step"));
-}
-
-std::string_view nan_policy_name(NanPolicy policy) {
-  return policy == NanPolicy::kError ? "error" : "skip-step";
-}
 
 DistributedOptimizer::DistributedOptimizer(Communicator& comm, std::unique_ptr<Optimizer> optimizer,
                                            std::vector<ParamView> params,
@@ -65,49 +36,25 @@ DistributedOptimizer::DistributedOptimizer(Communicator& comm, std::unique_ptr<O
   QGRAD_CHECK(optimizer_ != nullptr, "distributed optimizer: no optimizer given");
   QGRAD_CHECK(options_.bucket_bytes > 0,
               "distributed optimizer: bucket_bytes must be > 0 (the default is 4 MiB)");
-  codec_ = make_codec(options_.codec);
-  plain_codec_ = make_codec("none");
-  majority_ = codec_->aggregation() == Aggregation::kMajorityVote;
-  strategy_ = resolve_strategy(options_.strategy, *codec_, comm_.size());
-  // A majority-vote codec decodes to +-1 whatever the magnitude of p = c + e, so e = p - D(C(p))
-  // would hold -+1 in place of what compression dropped and grow without bound; EF-signSGD
-  // needs the scaled sign (sign:scale=l1), which aggregates by mean.
-  QGRAD_CHECK(!(options_.error_feedback && majority_),
-              "error feedback needs a codec whose "
-              "decoded values estimate its input; '",
-              codec_->spec().str(),
-              "' sends a majority vote of signs. Use sign:scale=l1 for EF-signSGD, or turn "
-              "error feedback off for signSGD / Signum with majority vote");
+  // The strategy is resolved before the encoder checks error feedback, so that options with both
+  // faults name the strategy.
+  std::unique_ptr<Codec> codec = make_codec(options_.codec);
+  strategy_ = resolve_strategy(options_.strategy, *codec, comm_.size());
+  encoder_ = std::make_unique<WorkerEncoder>(*optimizer_, options_,
+                                             static_cast<uint32_t>(comm_.rank()), std::move(codec));
 
   std::vector<ParamShape> shapes;
+  std::vector<size_t> sizes;
   for (const ParamView& p : params_) {
     QGRAD_CHECK(p.value.size() == p.grad.size(), "distributed optimizer: parameter '", p.name,
                 "' has ", p.value.size(), " values but ", p.grad.size(), " gradient elements");
     shapes.push_back({p.name, p.value.size()});
+    sizes.push_back(p.value.size());
   }
   optimizer_->init(std::move(shapes));  // checks that names are unique
 
-  // Reverse order: backward produces the last layer's gradients first.
+  buckets_ = plan_buckets(sizes, options_.bucket_bytes, options_.min_compress_bytes);
   bucket_of_.assign(params_.size(), 0);
-  BucketLayout current;
-  size_t current_bytes = 0;
-  auto close = [&] {
-    current.compressible = 4 * current.size >= options_.min_compress_bytes;
-    buckets_.push_back(std::move(current));
-    current = BucketLayout{};
-    current_bytes = 0;
-  };
-  for (size_t i = params_.size(); i-- > 0;) {
-    const size_t bytes = 4 * params_[i].value.size();
-    if (!current.params.empty() && current_bytes + bytes > options_.bucket_bytes) close();
-    bucket_of_[i] = buckets_.size();
-    current.params.push_back(i);
-    current.offsets.push_back(current.size);
-    current.size += params_[i].value.size();
-    current_bytes += bytes;
-  }
-  if (!current.params.empty()) close();
-
   const size_t nb = buckets_.size();
   data_.resize(nb);
   worker_ef_.resize(nb);
@@ -116,13 +63,12 @@ DistributedOptimizer::DistributedOptimizer(Communicator& comm, std::unique_ptr<O
   owner_backup_.resize(nb);
   for (size_t b = 0; b < nb; ++b) {
     const BucketLayout& layout = buckets_[b];
+    for (const size_t i : layout.params) bucket_of_[i] = b;
     data_[b].assign(layout.size, 0.0f);
-    if (options_.error_feedback && layout.compressible) {
-      worker_ef_[b] = std::make_unique<ErrorFeedback>(layout.size);
-      if (strategy_ == Strategy::kScatterReduce) {
-        owner_ef_[b] = std::make_unique<ErrorFeedback>(
-            owned_chunk(layout.size, comm_.size(), comm_.rank()).size());
-      }
+    worker_ef_[b] = encoder_->make_memory(layout.size);
+    if (worker_ef_[b] != nullptr && strategy_ == Strategy::kScatterReduce) {
+      owner_ef_[b] = std::make_unique<ErrorFeedback>(
+          owned_chunk(layout.size, comm_.size(), comm_.rank()).size());
     }
   }
   work_.resize(nb);
@@ -182,8 +128,8 @@ void DistributedOptimizer::exchange_next(std::unique_lock<std::mutex>& lock) {
     error = std::current_exception();  // the communicator is broken, and the peers know
   } catch (...) {
     error = std::current_exception();
-    comm_.abort(detail::concat("rank ", comm_.rank(), " failed to exchange bucket ", b,
-                               " of step ", step, ": ", describe_exception(error)));
+    comm_.abort(detail::concat("rank ", comm_.rank(), " failed to exchange bucket ", b, " of step ",
+                               step, ": ", describe_exception(error)));
   }
   lock.lock();
   if (error) error_ = error;
@@ -198,10 +144,9 @@ bool DistributedOptimizer::exchange_bucket(size_t b, uint64_t step, float lr) {
   BucketWork& w = work_[b];
   std::vector<float>& data = data_[b];
   const int me = comm_.rank(), world = comm_.size();
-  const float s = optimizer_->compression_scale(lr);
-  const float factor = options_.adversarial ? -s : s;
+  const float factor = encoder_->factor(lr);
   const TrafficCounters before = comm_.traffic();
-  const bool compressed = layout.compressible && step >= options_.warmup_steps;
+  const bool compressed = encoder_->compresses(step, layout.size);
   ErrorFeedback* worker = worker_ef_[b].get();
   ErrorFeedback* owner = compressed ? owner_ef_[b].get() : nullptr;
   // A codec (and error feedback, which encodes) refuses non-finite input on one rank only, so
@@ -210,112 +155,39 @@ bool DistributedOptimizer::exchange_bucket(size_t b, uint64_t step, float lr) {
   // the sum is not finite (to name the rank), which saves two collectives and a scan of the
   // gradients per bucket and step.
   const bool flags_first = compressed || worker != nullptr;
-
-  // The first non-finite value of this rank's bucket, as a flag (empty when there is none). The
-  // contribution is recomputed into scratch when `data` holds the sum already (contribution()
-  // commits nothing, so it gives the same values again).
-  const auto find_bad = [&](bool contribution_in_data) {
-    flag_.clear();
-    for (size_t k = 0; k < layout.params.size() && flag_.empty(); ++k) {
-      const size_t i = layout.params[k];
-      const ParamView& p = params_[i];
-      const size_t n = p.grad.size();
-      size_t bad = simd::find_nonfinite(p.grad.data(), n);
-      const bool in_contribution = bad == n;
-      if (in_contribution) {
-        std::span<float> out(data.data() + layout.offsets[k], n);
-        if (!contribution_in_data) {
-          flag_scratch_.resize(n);
-          out = flag_scratch_;
-          optimizer_->scaled_contribution(i, p.grad, out, factor);
-        }
-        bad = simd::find_nonfinite(out.data(), n);
-      }
-      if (bad < n) {
-        flag_.resize(kFlagBytes);
-        store_u32(flag_.data(), static_cast<uint32_t>(i));
-        store_u32(flag_.data() + 4, in_contribution ? 1u : 0u);
-        store_u64(flag_.data() + 8, bad);
-      }
-    }
-  };
   {
     Stopwatch t(w.prepare_s);
     for (size_t k = 0; k < layout.params.size(); ++k) {
       const size_t i = layout.params[k];
       const ParamView& p = params_[i];
-      const std::span<float> out(data.data() + layout.offsets[k], p.grad.size());
-      optimizer_->scaled_contribution(i, p.grad, out, factor);
+      encoder_->contribution(i, p.grad, {data.data() + layout.offsets[k], p.grad.size()}, factor);
     }
-    if (flags_first) find_bad(true);
+    if (flags_first) find_nonfinite(b, factor, true);
   }
-  // Every rank learns whether any rank has a non-finite value, so all of them take the same
-  // path. Returns false (and fills bad_) when some rank has one.
-  const auto flags_are_clean = [&] {
-    {
-      Stopwatch t(w.exchange_s);
-      comm_.allgatherv(flag_, flags_);
-    }
-    std::vector<BadGradient> bad;
-    for (int r = 0; r < world; ++r) {
-      const std::span<const std::byte> block = flags_.block(r);
-      if (block.empty()) continue;
-      QGRAD_PAYLOAD_CHECK(block.size() == kFlagBytes, "NaN flag from rank ", r, " has ",
-                          block.size(), " bytes, expected 0 or ", kFlagBytes);
-      BadGradient g{r, load_u32(block.data()), load_u64(block.data() + 8),
-                    load_u32(block.data() + 4) != 0};
-      QGRAD_PAYLOAD_CHECK(g.param < params_.size() && g.element < params_[g.param].grad.size(),
-                          "NaN flag from rank ", r, " names parameter ", g.param, " element ",
-                          g.element, ", which does not exist");
-      bad.push_back(g);
-    }
-    w.stats.bytes_sent = comm_.traffic().bytes_sent - before.bytes_sent;
-    w.stats.bytes_received = comm_.traffic().bytes_received - before.bytes_received;
-    if (bad.empty()) return true;
-    bad_ = std::move(bad);  // read by step() once it sees halted_, under the mutex
-    return false;
-  };
-  if (flags_first && !flags_are_clean()) return false;
+  if (flags_first && !flags_are_clean(w, before)) return false;
 
   if (worker != nullptr) {
     worker_backup_[b].assign(worker->memory().begin(), worker->memory().end());
     if (owner != nullptr) owner_backup_[b].assign(owner->memory().begin(), owner->memory().end());
     w.backed_up = true;
   }
-  const RngKey key{.seed = options_.seed,
-                   .step = step,
-                   .rank = static_cast<uint32_t>(me),
-                   .tensor = static_cast<uint32_t>(b),
-                   .bucket = 0};
-  // The contribution already carries s(lr): the error memory adds to it with factor 1, which
-  // gives ErrorFeedback's p = lr * g + e bit for bit (1 * x == x).
+  const RngKey key = encoder_->key(step, static_cast<uint32_t>(b));
+  // The contribution already carries s(lr): the error memory adds to it with factor 1. In
+  // warm-up the worker memory goes through `none`, which sends p = c + e whole and leaves e = 0.
   const ExchangeStats x =
-      compressed ? compressed_allreduce(comm_, *codec_, strategy_, data, key, worker, owner, 1.0f)
-                 : compressed_allreduce(comm_, *plain_codec_, Strategy::kPlain, data, key, worker,
-                                        nullptr, 1.0f);
+      compressed ? compressed_allreduce(comm_, encoder_->codec(), strategy_, data, key, worker,
+                                        owner, 1.0f)
+                 : compressed_allreduce(comm_, encoder_->plain_codec(), Strategy::kPlain, data, key,
+                                        worker, nullptr, 1.0f);
   if (!flags_first) w.first_nonfinite = simd::find_nonfinite(data.data(), data.size());
   if (!flags_first && *w.first_nonfinite < data.size()) {
-    find_bad(false);
-    if (!flags_are_clean()) return false;
+    find_nonfinite(b, factor, false);
+    if (!flags_are_clean(w, before)) return false;
     // else no rank has a non-finite contribution: the sum overflowed, and step() reports it
   }
   {
     Stopwatch t(w.decode_s);
-    if (compressed && majority_) {
-      // The vote is a direction; s(lr) gives it the units of a mean aggregate (SGD: lr * vote).
-      if (s != 1.0f) {
-        for (float& v : data) v = s * v;
-      }
-    } else if (world > 1 && std::has_single_bit(static_cast<unsigned>(world))) {
-      // 1/W is exact for W = 2^k, and so is scaling by it: v * (1/W) has the bits of v / W
-      // (also in the subnormal range). The multiply is memory-bound; the divide is bound by the
-      // divider's throughput and cost 0.04 ms of a 1.1 ms step in issue 4's overhead run.
-      const float reciprocal = 1.0f / static_cast<float>(world);
-      for (float& v : data) v = v * reciprocal;
-    } else if (world > 1) {
-      const float divisor = static_cast<float>(world);
-      for (float& v : data) v = v / divisor;
-    }
+    finish_aggregate(b, compressed, lr);
   }
   w.encode_s += x.encode_s;
   w.exchange_s += x.exchange_s;
@@ -331,6 +203,63 @@ bool DistributedOptimizer::exchange_bucket(size_t b, uint64_t step, float lr) {
   w.stats.bytes_sent = comm_.traffic().bytes_sent - before.bytes_sent;
   w.stats.bytes_received = comm_.traffic().bytes_received - before.bytes_received;
   return true;
+}
+
+void DistributedOptimizer::find_nonfinite(size_t b, float factor, bool contribution_in_data) {
+  const BucketLayout& layout = buckets_[b];
+  flag_.clear();
+  for (size_t k = 0; k < layout.params.size(); ++k) {
+    const size_t i = layout.params[k];
+    const std::span<const float> grad = params_[i].grad;
+    const std::optional<NonFinite> bad =
+        contribution_in_data
+            ? encoder_->scan(i, grad, {data_[b].data() + layout.offsets[k], grad.size()})
+            : encoder_->rescan(i, grad, factor, flag_scratch_);
+    if (bad) {
+      flag_.resize(kFlagBytes);
+      store_u32(flag_.data(), static_cast<uint32_t>(i));
+      store_u32(flag_.data() + 4, bad->in_contribution ? 1u : 0u);
+      store_u64(flag_.data() + 8, bad->element);
+      return;
+    }
+  }
+}
+
+bool DistributedOptimizer::flags_are_clean(BucketWork& w, const TrafficCounters& before) {
+  {
+    Stopwatch t(w.exchange_s);
+    comm_.allgatherv(flag_, flags_);
+  }
+  std::vector<NonFinite> bad;
+  for (int r = 0; r < comm_.size(); ++r) {
+    const std::span<const std::byte> block = flags_.block(r);
+    if (block.empty()) continue;
+    QGRAD_PAYLOAD_CHECK(block.size() == kFlagBytes, "NaN flag from rank ", r, " has ", block.size(),
+                        " bytes, expected 0 or ", kFlagBytes);
+    const NonFinite g{static_cast<uint32_t>(r), load_u32(block.data()), load_u64(block.data() + 8),
+                      load_u32(block.data() + 4) != 0};
+    QGRAD_PAYLOAD_CHECK(g.param < params_.size() && g.element < params_[g.param].grad.size(),
+                        "NaN flag from rank ", r, " names parameter ", g.param, " element ",
+                        g.element, ", which does not exist");
+    bad.push_back(g);
+  }
+  w.stats.bytes_sent = comm_.traffic().bytes_sent - before.bytes_sent;
+  w.stats.bytes_received = comm_.traffic().bytes_received - before.bytes_received;
+  if (bad.empty()) return true;
+  bad_ = std::move(bad);  // read by step() once it sees halted_, under the mutex
+  return false;
+}
+
+void DistributedOptimizer::finish_aggregate(size_t b, bool compressed, float lr) {
+  std::vector<float>& data = data_[b];
+  if (compressed && encoder_->majority()) {
+    // data holds the vote (+-1). The vote is a direction; s(lr) gives it the units of a mean
+    // aggregate (SGD: lr * vote): voting again with magnitude s has the bits of s * vote.
+    const float s = optimizer_->compression_scale(lr);
+    if (s != 1.0f) vote(data, s);
+  } else {
+    divide_by_contributors(data, static_cast<uint32_t>(comm_.size()));
+  }
 }
 
 void DistributedOptimizer::start_step_locked(float lr, bool lr_known) {
@@ -394,17 +323,6 @@ size_t DistributedOptimizer::buckets_exchanged() const {
 uint64_t DistributedOptimizer::steps() const {
   std::lock_guard lock(mutex_);
   return step_;
-}
-
-std::string DistributedOptimizer::describe(const BadGradient& bad) const {
-  const std::string& name = params_[bad.param].name;
-  if (bad.in_contribution) {
-    return detail::concat("parameter '", name, "' element ", bad.element, " on rank ", bad.rank,
-                          ": its gradient is finite but what the optimizer sends (s(lr) * T(g)) "
-                          "is not (learning rate too large?)");
-  }
-  return detail::concat("non-finite gradient (NaN or Inf) in parameter '", name, "' at element ",
-                        bad.element, " on rank ", bad.rank);
 }
 
 void DistributedOptimizer::restore_memories() {
@@ -475,7 +393,9 @@ StepStats DistributedOptimizer::step(float lr) {
 
   std::string reason;
   if (halted_) {
-    for (const BadGradient& g : bad_) reason += (reason.empty() ? "" : "; ") + describe(g);
+    for (const NonFinite& g : bad_) {
+      reason += (reason.empty() ? "" : "; ") + encoder_->describe(g);
+    }
   } else {
     // The aggregate is the same on every rank, so every rank reaches the same verdict here.
     for (size_t b = 0; b < buckets_.size() && reason.empty(); ++b) {
@@ -485,12 +405,10 @@ StepStats DistributedOptimizer::step(float lr) {
       const std::optional<size_t>& scanned = work_[b].first_nonfinite;
       const size_t j = scanned ? *scanned : simd::find_nonfinite(d.data(), d.size());
       if (j == d.size()) continue;
-      const BucketLayout& layout = buckets_[b];
-      const size_t k = std::upper_bound(layout.offsets.begin(), layout.offsets.end(), j) -
-                       layout.offsets.begin() - 1;
-      reason = detail::concat(
-          "the aggregated update of parameter '", params_[layout.params[k]].name, "' at element ",
-          j - layout.offsets[k], " is not finite (the sum over ranks overflowed)");
+      const auto [k, element] = locate(buckets_[b], j);
+      reason = detail::concat("the aggregated update of parameter '",
+                              params_[buckets_[b].params[k]].name, "' at element ", element,
+                              " is not finite (the sum over ranks overflowed)");
     }
   }
   if (!reason.empty()) {
@@ -521,101 +439,6 @@ StepStats DistributedOptimizer::step(float lr) {
   }
   finish_step_locked(true);
   return stats;
-}
-
-std::string DistributedOptimizer::bucket_name(size_t b) const { return detail::concat(b); }
-
-StateDict DistributedOptimizer::export_state() const {
-  std::lock_guard lock(mutex_);
-  QGRAD_CHECK(!active_, "export_state() in the middle of step ", step_, "; call it between steps");
-  StateDict out;
-  const StateDict inner = optimizer_->export_state();
-  for (const auto& [key, buffer] : inner.buffers)
-    out.buffers[std::string(kOptimizerPrefix) + key] = buffer;
-  for (const auto& [key, value] : inner.scalars)
-    out.scalars[std::string(kOptimizerPrefix) + key] = value;
-  for (size_t b = 0; b < buckets_.size(); ++b) {
-    if (worker_ef_[b] != nullptr) {
-      const auto m = worker_ef_[b]->memory();
-      out.buffers["exchange/ef_worker/" + bucket_name(b)].assign(m.begin(), m.end());
-    }
-    if (owner_ef_[b] != nullptr) {
-      const auto m = owner_ef_[b]->memory();
-      out.buffers["exchange/ef_owner/" + bucket_name(b)].assign(m.begin(), m.end());
-    }
-  }
-  out.scalars["exchange/step"] = static_cast<double>(step_);
-  out.scalars["exchange/world"] = comm_.size();
-  out.scalars["exchange/rank"] = comm_.rank();
-  return out;
-}
-
-void DistributedOptimizer::import_state(const StateDict& state) {
-  std::lock_guard lock(mutex_);
-  QGRAD_CHECK(broken_.empty(), broken_);
-  QGRAD_CHECK(!active_, "import_state() in the middle of step ", step_, "; call it between steps");
-  const uint64_t world = checked_counter(state, "exchange/world");
-  const uint64_t rank = checked_counter(state, "exchange/rank");
-  QGRAD_CHECK(world == static_cast<uint64_t>(comm_.size()),
-              "distributed optimizer: the saved "
-              "state is from a run with ",
-              world, " ranks, this one has ", comm_.size());
-  QGRAD_CHECK(rank == static_cast<uint64_t>(comm_.rank()),
-              "distributed optimizer: the saved "
-              "state is rank ",
-              rank, "'s, this is rank ", comm_.rank(), " (error memories are per rank)");
-  const uint64_t step = checked_counter(state, "exchange/step");
-
-  std::set<std::string> expected;
-  auto expect = [&](const std::string& key, size_t size, size_t b, const char* what) {
-    expected.insert(key);
-    const auto it = state.buffers.find(key);
-    QGRAD_CHECK(it != state.buffers.end(), "distributed optimizer: the saved state has no '", key,
-                "' (", what, " of bucket ", b,
-                "); was it saved with error feedback off, "
-                "another --bucket-bytes, --min-compress-bytes, strategy or model?");
-    QGRAD_CHECK(it->second.size() == size, "distributed optimizer: saved '", key, "' has ",
-                it->second.size(), " elements, bucket ", b, " here needs ", size,
-                " (another --bucket-bytes or model?)");
-  };
-  for (size_t b = 0; b < buckets_.size(); ++b) {
-    if (worker_ef_[b] != nullptr) {
-      expect("exchange/ef_worker/" + bucket_name(b), worker_ef_[b]->size(), b,
-             "the worker error memory");
-    }
-    if (owner_ef_[b] != nullptr) {
-      expect("exchange/ef_owner/" + bucket_name(b), owner_ef_[b]->size(), b,
-             "the owner error memory");
-    }
-  }
-  StateDict inner;
-  for (const auto& [key, buffer] : state.buffers) {
-    if (starts_with(key, kOptimizerPrefix)) {
-      inner.buffers[key.substr(kOptimizerPrefix.size())] = buffer;
-    } else if (starts_with(key, kExchangePrefix)) {
-      QGRAD_CHECK(expected.count(key) != 0, "distributed optimizer: the saved state holds '", key,
-                  "', which this run does not have (saved with error feedback on, another "
-                  "strategy, --bucket-bytes or model?)");
-    }
-  }
-  for (const auto& [key, value] : state.scalars) {
-    if (starts_with(key, kOptimizerPrefix)) {
-      inner.scalars[key.substr(kOptimizerPrefix.size())] = value;
-    } else if (starts_with(key, kExchangePrefix)) {
-      QGRAD_CHECK(key == "exchange/step" || key == "exchange/world" || key == "exchange/rank",
-                  "distributed optimizer: unknown saved scalar '", key, "'");
-    }
-  }
-  optimizer_->import_state(inner);  // checks everything before it changes anything
-  for (size_t b = 0; b < buckets_.size(); ++b) {
-    if (worker_ef_[b] != nullptr) {
-      worker_ef_[b]->load(state.buffers.at("exchange/ef_worker/" + bucket_name(b)));
-    }
-    if (owner_ef_[b] != nullptr) {
-      owner_ef_[b]->load(state.buffers.at("exchange/ef_owner/" + bucket_name(b)));
-    }
-  }
-  step_ = step;
 }
 
 }  // namespace qgrad

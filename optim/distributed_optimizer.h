@@ -1,23 +1,24 @@
-// DistributedOptimizer: data-parallel steps with compressed gradients (DESIGN.md sections 3-4).
-// Horovod's split: this class decides *when* a bucket of gradients is ready and what goes into
-// it; compressed_allreduce (comm/strategies) moves it; the Optimizer (optim/optimizer.h) turns the
-// aggregate into a parameter update. One step on rank r, for every bucket b:
+// DistributedOptimizer: data-parallel steps with compressed gradients over a Communicator
+// (docs/architecture.md). Horovod's split: this class decides *when* a bucket of gradients is
+// ready and what goes into it; compressed_allreduce (comm/strategies) moves it; the Optimizer
+// (optim/optimizer.h) turns the aggregate into a parameter update. One step on rank r, for every
+// bucket b (the worker-side half is the WorkerEncoder's, optim/worker_encoder.h, shared with the
+// parameter-server path):
 //
 //   c   = s(lr) * T(g)  over the bucket's parameters    (Optimizer::contribution; negated when
 //                                                         options.adversarial)
 //   p   = c + e_b;  send C(p);  e_b = p - D(C(p))        (error feedback: one worker memory per
 //                                                         bucket, one owner memory per bucket for
 //                                                         scatter-reduce; core/error_feedback.h)
-//   a_b = sum_r D(C(p_r)) / W      (mean codecs)   or   s(lr) * vote   (majority-vote codecs)
+//   a_b = sum_r D(C(p_r)) / W      (mean codecs)   or   s(lr) * vote   (majority-vote codecs;
+//                                  both rules are core/aggregation.h's)
 //   x  <- Optimizer::apply(a_b)    on every rank, with the same a_b: parameters and optimizer
 //                                  state stay bitwise identical across ranks (Signum's momentum,
 //                                  the error memories and the adversarial flag are per rank)
 //
-// Buckets: parameters are fused into buckets in reverse order (the order backward produces their
-// gradients): a bucket is closed when the next parameter would take it past bucket_bytes; a
-// parameter larger than that gets a bucket of its own. A bucket is exchanged uncompressed (codec
-// `none`, plain fp32 ring allreduce, its mean) during the first warmup_steps steps and, always,
-// when it holds fewer than min_compress_bytes bytes.
+// Buckets: parameters are fused into buckets in reverse order (optim/bucket_plan.h). A bucket is
+// exchanged uncompressed (codec `none`, plain fp32 ring allreduce, its mean) during the first
+// warmup_steps steps and, always, when it holds fewer than min_compress_bytes bytes.
 //
 // Overlap: a background thread exchanges bucket 0, 1, 2, ... in that order on every rank (so
 // collectives match, and MPI_THREAD_SERIALIZED suffices: one bucket at a time, under a mutex).
@@ -26,7 +27,8 @@
 // sends lr * g, so that the error memory is in parameter units). The last bucket is the
 // exception: it completes when backward ends, so nothing is left to overlap it with, and step()
 // exchanges it (with any bucket still waiting) on the calling thread; the hand-off to the
-// exchange thread and back cost two context switches per step (scripts/overhead.sh, README).
+// exchange thread and back cost two context switches per step (scripts/overhead.sh,
+// docs/measurements.md).
 // step(lr) marks every parameter ready, waits for the exchanges, then applies the update on the
 // calling thread. The caller must not write a gradient
 // after gradient_ready() for it and before step() returns, and may use the Communicator itself
@@ -38,9 +40,10 @@
 // fp32 bucket without a memory is summed first (the sum is bitwise the same on every rank) and
 // the flags are exchanged only when that sum is not finite: two collectives fewer per step.
 // Policy kError: step() throws InvalidArgument on every rank naming the parameter, the element
-// and the rank; kSkipStep: every rank skips the step (StepStats::skipped) and leaves parameters,
-// optimizer state and error memories as they were (the memories of buckets already exchanged in
-// the step are restored). A non-finite aggregate (an overflow in the sum) is treated the same way.
+// and the rank (WorkerEncoder::describe); kSkipStep: every rank skips the step
+// (StepStats::skipped) and leaves parameters, optimizer state and error memories as they were
+// (the memories of buckets already exchanged in the step are restored). A non-finite aggregate (an
+// overflow in the sum) is treated the same way.
 //
 // Randomness: bucket b of step t on rank r encodes with RngKey{seed, t, r, tensor = b}; t counts
 // every step() (skipped ones too) and is part of the checkpointed state.
@@ -68,35 +71,14 @@
 #include "comm/strategies/compressed_allreduce.h"
 #include "core/codec.h"
 #include "core/error_feedback.h"
+#include "optim/bucket_plan.h"
+#include "optim/exchange_options.h"
 #include "optim/gradient_exchange.h"
 #include "optim/optimizer.h"
 #include "optim/param.h"
+#include "optim/worker_encoder.h"
 
 namespace qgrad {
-
-enum class NanPolicy { kError, kSkipStep };
-// "error", "skip-step"; throws InvalidArgument listing both.
-NanPolicy parse_nan_policy(std::string_view name);
-std::string_view nan_policy_name(NanPolicy policy);
-
-struct DistributedOptimizerOptions {
-  std::string codec = "none";             // codec spec, parsed once (core/codec_registry.h)
-  Strategy strategy = Strategy::kAuto;    // for compressed buckets; resolved at construction
-  bool error_feedback = false;            // not with majority-vote codecs (see the .cc)
-  size_t bucket_bytes = size_t{4} << 20;  // > 0
-  uint64_t warmup_steps = 0;              // first K steps: fp32 plain allreduce
-  size_t min_compress_bytes = 0;          // smaller buckets: fp32 plain allreduce
-  uint64_t seed = 0;
-  bool adversarial = false;  // this rank sends -c (robustness experiments)
-  NanPolicy nan_policy = NanPolicy::kError;
-};
-
-struct BucketLayout {
-  std::vector<size_t> params;   // parameter indices, in the order they lie in the bucket
-  std::vector<size_t> offsets;  // element offset of each of them in the bucket
-  size_t size = 0;              // elements
-  bool compressible = false;    // 4 * size >= min_compress_bytes: compressed after warm-up
-};
 
 class DistributedOptimizer final : public GradientExchange {
  public:
@@ -125,7 +107,7 @@ class DistributedOptimizer final : public GradientExchange {
   // Completed step() calls, skipped ones included.
   uint64_t steps() const;
   Strategy strategy() const { return strategy_; }
-  const Codec& codec() const override { return *codec_; }
+  const Codec& codec() const override { return encoder_->codec(); }
   std::string route() const override { return std::string(strategy_name(strategy_)); }
   const Optimizer& optimizer() const override { return *optimizer_; }
 
@@ -138,12 +120,6 @@ class DistributedOptimizer final : public GradientExchange {
   void import_state(const StateDict& state) override;
 
  private:
-  struct BadGradient {
-    int rank = 0;
-    size_t param = 0;
-    uint64_t element = 0;
-    bool in_contribution = false;  // the gradient was finite, s(lr) * T(g) was not
-  };
   struct BucketWork {
     BucketStats stats;
     double prepare_s = 0, encode_s = 0, exchange_s = 0, decode_s = 0;
@@ -163,20 +139,24 @@ class DistributedOptimizer final : public GradientExchange {
   // Runs on the exchange thread. Returns false when some rank reported a non-finite gradient
   // (filled into bad_), in which case nothing was exchanged.
   bool exchange_bucket(size_t b, uint64_t step, float lr);
+  // This rank's first non-finite value in bucket b, as a NaN flag (empty when there is none).
+  // With contribution_in_data, data_[b] holds the contributions; otherwise they are recomputed.
+  void find_nonfinite(size_t b, float factor, bool contribution_in_data);
+  // Allgathers the flags; false (and bad_ filled) when some rank has a non-finite value.
+  bool flags_are_clean(BucketWork& w, const TrafficCounters& before);
+  // a_b from the sum over ranks: the mean, or s(lr) * vote.
+  void finish_aggregate(size_t b, bool compressed, float lr);
   void start_step_locked(float lr, bool lr_known);
   void finish_step_locked(bool count_step);
   void restore_memories();
-  std::string describe(const BadGradient& bad) const;
   std::string bucket_name(size_t b) const;
 
   Communicator& comm_;
   std::unique_ptr<Optimizer> optimizer_;
   std::vector<ParamView> params_;
   const DistributedOptimizerOptions options_;
-  std::unique_ptr<Codec> codec_;
-  std::unique_ptr<Codec> plain_codec_;  // `none`, for warm-up and small buckets
+  std::unique_ptr<WorkerEncoder> encoder_;  // c, the scan, codec choice, keys, memories
   Strategy strategy_ = Strategy::kAuto;
-  bool majority_ = false;
 
   std::vector<BucketLayout> buckets_;
   std::vector<size_t> bucket_of_;         // parameter -> bucket
@@ -184,7 +164,7 @@ class DistributedOptimizer final : public GradientExchange {
   std::vector<std::unique_ptr<ErrorFeedback>> worker_ef_, owner_ef_;  // null where unused
   std::vector<std::vector<float>> worker_backup_, owner_backup_;
   std::vector<BucketWork> work_;
-  std::vector<BadGradient> bad_;  // of the current step, from every rank
+  std::vector<NonFinite> bad_;  // of the current step, from every rank
   std::vector<std::byte> flag_;
   std::vector<float> flag_scratch_;  // a contribution recomputed to find a non-finite value
   ByteBlocks flags_;

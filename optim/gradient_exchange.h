@@ -1,7 +1,8 @@
 // GradientExchange: the step pipeline as the worker loop (train/trainer.h) drives it, whatever
 // moves the gradients. Two implementations: DistributedOptimizer (optim/, collectives over a
 // Communicator: MPI or threads) and ps::PsExchange (ps/, push to parameter servers and pull
-// the model back). Both start from the same worker-side contract (DESIGN.md section 4):
+// the model back). Both start from the same worker-side contract, written once in
+// optim/worker_encoder.h (docs/architecture.md):
 //
 //   c = s(lr) * T(g) per parameter (Optimizer::contribution, negated for an adversary);
 //   p = c + e; send C(p); e = p - D(C(p))   (error feedback, optional, one memory per bucket/key)
@@ -24,7 +25,8 @@
 
 namespace qgrad {
 
-// What one bucket (DistributedOptimizer) or one key (parameter server) did in a step.
+// What one bucket of the DistributedOptimizer did in a step (the parameter-server path reports
+// the step's totals only: StepStats::buckets stays empty there).
 struct BucketStats {
   Strategy strategy = Strategy::kPlain;  // what ran; kPlain (codec none) when uncompressed
   bool compressed = false;
@@ -33,7 +35,7 @@ struct BucketStats {
   uint64_t bytes_sent = 0;   // flag + data, as counted by the Communicator
   uint64_t bytes_received = 0;
   uint64_t dense_bytes = 0;  // 4 * elements: one fp32 copy of the bucket
-  uint64_t raw_bytes = 0;  // what the plain fp32 ring allreduce would send from this rank
+  uint64_t raw_bytes = 0;    // what the plain fp32 ring allreduce would send from this rank
 };
 
 struct StepStats {
@@ -43,14 +45,16 @@ struct StepStats {
   std::string skip_reason;  // names the parameter, element and rank
   uint64_t bytes_sent = 0;
   uint64_t bytes_received = 0;
-  uint64_t dense_bytes = 0;
-  uint64_t raw_bytes = 0;  // the plain fp32 ring's volume for the same buckets (baseline)
-  double prepare_s = 0;          // contribution c and the finiteness check, on the exchange thread
-  double encode_s = 0;           // from compressed_allreduce (worker and owner encodes)
-  double exchange_s = 0;         // inside collectives, the NaN flag included
-  double decode_s = 0;           // decoding, summing, voting, dividing by W
-  double update_s = 0;           // Optimizer::apply over every parameter
-  double wait_s = 0;             // how long step() waited for the exchange thread
+  uint64_t dense_bytes = 0;  // 4 * elements of every bucket: one fp32 copy of the model
+  // The fp32 baseline: what the plain ring allreduce would send from this rank for the same
+  // buckets; on the parameter-server path (no ring), 4 * elements, pushing c as fp32.
+  uint64_t raw_bytes = 0;
+  double prepare_s = 0;   // contribution c and the finiteness check, on the exchange thread
+  double encode_s = 0;    // from compressed_allreduce (worker and owner encodes)
+  double exchange_s = 0;  // inside collectives, the NaN flag included
+  double decode_s = 0;    // decoding, summing, voting, dividing by W
+  double update_s = 0;    // Optimizer::apply (parameter server: Optimizer::commit)
+  double wait_s = 0;      // how long step() waited for the exchange thread
   size_t compressed_buckets = 0;
   size_t overlapped_buckets = 0;  // buckets exchanged before step() was called
   std::vector<BucketStats> buckets;

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <set>
 
+#include "core/aggregation.h"
 #include "core/error.h"
 #include "core/simd/kernels.h"
 
@@ -11,8 +12,6 @@ namespace qgrad {
 namespace {
 
 constexpr std::string_view kNames = "sgd, signum, adam";
-
-float sgn(float v) { return v >= 0.0f ? 1.0f : -1.0f; }  // sgn(0) = +1, as the `sign` codec
 
 class Sgd final : public Optimizer {
  public:
@@ -104,14 +103,16 @@ class Signum final : public Optimizer {
     momentum_update(m, g, m);  // the same expression contribution() sent: now committed
   }
 
+  // sgn(a) is the vote's tie rule, vote_sign (core/aggregation.h: sgn(0) = +1), so that with a
+  // mean codec the step is the vote of the averaged momentum, as the majority codec's would be.
   void update(size_t i, std::span<float> x, std::span<const float> a, float lr) override {
     check_param(i, x.size(), a.size(), a.size());
     const float wd = options_.weight_decay;
     const size_t n = x.size();
     if (wd == 0.0f) {
-      for (size_t j = 0; j < n; ++j) x[j] = x[j] - lr * sgn(a[j]);  // signSGD's exact step
+      for (size_t j = 0; j < n; ++j) x[j] = x[j] - lr * vote_sign(a[j]);  // signSGD's exact step
     } else {
-      for (size_t j = 0; j < n; ++j) x[j] = x[j] - lr * (sgn(a[j]) + wd * x[j]);
+      for (size_t j = 0; j < n; ++j) x[j] = x[j] - lr * (vote_sign(a[j]) + wd * x[j]);
     }
   }
 

@@ -1,6 +1,6 @@
 // Optimizers (SGD with momentum, Nesterov and weight decay; Signum; Adam) written for
 // compressed data-parallel training: each one is split at the exchange, so that it composes with
-// a codec and error feedback (DESIGN.md section 4) and every rank applies the same update.
+// a codec and error feedback (docs/algorithms.md) and every rank applies the same update.
 //
 //   worker r:  c_r = s(lr) * T(g_r)                  contribution(): worker-local, before encoding
 //              p_r = c_r + e_r;  send C(p_r);  e_r = p_r - D(C(p_r))   (error feedback, optional)
@@ -11,7 +11,7 @@
 // where s(lr) = compression_scale(lr). What each optimizer puts where:
 //
 //   sgd     T(g) = g; s = lr, so the contribution and the error memory are in parameter units
-//           (EF-SGD, PAPERS.md 2.3 and 5: p = lr * g + e). After the exchange, a is the step:
+//           (EF-SGD, Karimireddy et al. 2019: p = lr * g + e). After the exchange, a is the step:
 //             u = a + (lr * wd) * x                  (L2 weight decay, on every rank, uncompressed)
 //             m = mu * m + u;  x -= m                (heavy ball; momentum buffer in parameter
 //             units) m = mu * m + u;  x -= u + mu * m       (Nesterov) x -= u (mu = 0)
@@ -25,9 +25,10 @@
 //           2019, Algorithm 1: momentum before the sign); s = 1 (the sign is scale-free; an error
 //           memory, where one is used with a mean codec, is in momentum units). After the exchange:
 //             x -= lr * (sgn(a) + wd * x)            (decoupled weight decay after the vote)
-//           with sgn(0) = +1 as in the `sign` codec. With the majority-vote codec a is already the
-//           vote; with a mean codec (e.g. `none`) sgn(a) is the sign of the averaged momentum, so
-//           on one rank `none` and `sign` give the same steps. m is committed in apply() (from the
+//           with sgn(0) = +1, the vote's tie rule (vote_sign, core/aggregation.h). With the
+//           majority-vote codec a is already the vote; with a mean codec (e.g. `none`) sgn(a) is
+//           the sign of the averaged momentum, so on one rank `none` and `sign` give the same
+//           steps. m is committed in apply() (from the
 //           same gradient, with the same expression), so a skipped step leaves it unchanged.
 //           beta = 0 is signSGD bit for bit: m' = g and x -= lr * sign(vote).
 //   adam    T(g) = g; s = 1: Adam is not linear in its input, so lr cannot move into the
@@ -70,13 +71,14 @@ struct StateDict {
 };
 
 struct OptimizerOptions {
-  std::string name = "sgd";   // sgd | signum | adam
-  float momentum = 0.0f;      // sgd: mu; signum: beta (0 = signSGD). In [0, 1).
-  bool nesterov = false;      // sgd with momentum > 0 only
+  std::string name = "sgd";  // sgd | signum | adam
+  float momentum = 0.0f;     // sgd: mu; signum: beta (0 = signSGD). In [0, 1).
+  bool nesterov = false;     // sgd with momentum > 0 only
   // sgd: keep the momentum on each worker, before compression (T(g) = mu m + g), instead of
-  // after the exchange. This is the EF-SGD reference optimizer's order (PAPERS.md 9: "momentum
-  // before error correction"); biased codecs with error feedback need it (measured: sign:scale=l1
-  // with EF and momentum after the exchange diverged to 30% on Fashion-MNIST, see the README).
+  // after the exchange. This is the order of the EF-SGD reference optimizer (Karimireddy et al.
+  // 2019: momentum before error correction); biased codecs with error feedback need it
+  // (measured: sign:scale=l1 with EF and momentum after the exchange diverged to 30% on
+  // Fashion-MNIST, docs/measurements.md).
   // The momentum buffer is then per rank, like Signum's.
   bool worker_momentum = false;
   float weight_decay = 0.0f;  // sgd: L2 (coupled); signum, adam: decoupled

@@ -10,7 +10,6 @@
 #include "core/codec_registry.h"
 #include "core/error.h"
 #include "core/error_feedback.h"
-#include "core/simd/kernels.h"
 #include "core/timer.h"
 #include "core/wire.h"
 
@@ -36,8 +35,7 @@ std::vector<PsKey> plan_keys(std::span<const ParamShape> params, size_t servers,
     total += params[i].size;
   }
   QGRAD_CHECK(total >= servers, "parameter server: the model has ", total,
-              " parameters (elements), fewer than the ", servers,
-              " servers; use fewer servers");
+              " parameters (elements), fewer than the ", servers, " servers; use fewer servers");
   std::vector<PsKey> keys;
   size_t cursor = 0;  // position in `order`
   size_t within = 0;  // elements of params[order[cursor]] already assigned
@@ -89,19 +87,12 @@ PsExchange::PsExchange(std::vector<ParamView> params, std::unique_ptr<Optimizer>
   QGRAD_CHECK(options_.workers >= 1 && options_.worker_id < options_.workers,
               "parameter server worker: worker id ", options_.worker_id,
               " must be below the number of workers (", options_.workers, ")");
-  QGRAD_CHECK(options_.exchange.bucket_bytes >= 4, "parameter server worker: bucket_bytes must "
-              "hold at least one float");
+  QGRAD_CHECK(options_.exchange.bucket_bytes >= 4,
+              "parameter server worker: bucket_bytes must hold at least one float");
   QGRAD_CHECK(options_.exchange.nan_policy == NanPolicy::kError,
-              "the nan policy 'skip-step' needs the workers to agree on skipping a step, which "
-              "the parameter-server path does not do yet; use --nan error");
-  codec_ = make_codec(options_.exchange.codec);
-  plain_codec_ = make_codec("none");
-  QGRAD_CHECK(!(options_.exchange.error_feedback &&
-                codec_->aggregation() == Aggregation::kMajorityVote),
-              "error feedback needs a codec whose decoded values estimate its input; '",
-              codec_->spec().str(),
-              "' sends a majority vote of signs. Use sign:scale=l1 for EF-signSGD, or turn "
-              "error feedback off for signSGD / Signum with majority vote");
+              "the nan policy 'skip-step' needs the workers to agree on skipping a step, which the "
+              "parameter-server path does not do yet; use --nan error");
+  encoder_ = std::make_unique<WorkerEncoder>(*optimizer_, options_.exchange, options_.worker_id);
 
   std::vector<ParamShape> shapes;
   for (const ParamView& p : params_) {
@@ -119,10 +110,7 @@ PsExchange::PsExchange(std::vector<ParamView> params, std::unique_ptr<Optimizer>
   for (size_t k = 0; k < keys_.size(); ++k) {
     server_keys_[keys_[k].server].push_back(k);
     key_buffers_[k].assign(keys_[k].size, 0.0f);
-    if (options_.exchange.error_feedback &&
-        4 * keys_[k].size >= options_.exchange.min_compress_bytes) {
-      memories_[k] = std::make_unique<ErrorFeedback>(keys_[k].size);
-    }
+    memories_[k] = encoder_->make_memory(keys_[k].size);
   }
   contributions_.resize(params_.size());
   for (size_t i = 0; i < params_.size(); ++i) contributions_[i].assign(params_[i].value.size(), 0);
@@ -170,10 +158,10 @@ PsExchange::PsExchange(std::vector<ParamView> params, std::unique_ptr<Optimizer>
     }
   } else if (first_step_ > 0) {
     for (size_t s = 0; s < servers; ++s) {
-      QGRAD_CHECK(at[s] + 1 >= first_step_, "parameter server ", options_.servers[s],
-                  " is at step ", at[s], ", another at step ", first_step_,
-                  ": the servers are not at the same step (one restarted from an older "
-                  "checkpoint?)");
+      QGRAD_CHECK(
+          at[s] + 1 >= first_step_, "parameter server ", options_.servers[s], " is at step ", at[s],
+          ", another at step ", first_step_,
+          ": the servers are not at the same step (one restarted from an older checkpoint?)");
       copy_in(s, clients_[s]->pull(first_step_, have_[s]));
     }
   }
@@ -200,10 +188,10 @@ uint64_t PsExchange::reconnect(size_t s, std::chrono::steady_clock::time_point g
       if (std::chrono::steady_clock::now() + backoff > give_up) {
         const double waited =
             std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-        throw CommError(detail::concat(
-            "parameter server ", options_.servers[s], " unreachable: ", call,
-            " and registering again failed for ", waited, " s (the reconnect limit, --timeout); "
-            "last error: ", e.what()));
+        throw CommError(
+            detail::concat("parameter server ", options_.servers[s], " unreachable: ", call,
+                           " and registering again failed for ", waited,
+                           " s (the reconnect limit, --timeout); last error: ", e.what()));
       }
     }
     std::this_thread::sleep_for(backoff);
@@ -213,10 +201,11 @@ uint64_t PsExchange::reconnect(size_t s, std::chrono::steady_clock::time_point g
 
 void PsExchange::note_mode(size_t s, bool async) {
   if (!async_) {
-    QGRAD_CHECK(!(async && codec_->aggregation() == Aggregation::kMajorityVote),
-                "parameter server ", options_.servers[s], " runs asynchronously, which applies "
-                "one push at a time: the codec '", codec_->spec().str(), "' needs a majority "
-                "vote of every worker; use a mean codec (e.g. sign:scale=l1, qsgd)");
+    QGRAD_CHECK(
+        !(async && encoder_->majority()), "parameter server ", options_.servers[s],
+        " runs asynchronously, which applies one push at a time: the codec '",
+        encoder_->codec().spec().str(),
+        "' needs a majority vote of every worker; use a mean codec (e.g. sign:scale=l1, qsgd)");
     async_ = async;
   }
   QGRAD_CHECK(*async_ == async, "parameter server ", options_.servers[s], " runs ",
@@ -227,14 +216,9 @@ void PsExchange::note_mode(size_t s, bool async) {
 void PsExchange::restore_memories(size_t s, std::span<const std::vector<std::byte>> payloads,
                                   const std::vector<bool>& through_memory) {
   const std::vector<size_t>& mine = server_keys_[s];
-  std::vector<float> e;
   for (size_t j = 0; j < mine.size(); ++j) {
-    ErrorFeedback* memory = memories_[mine[j]].get();
-    if (memory == nullptr || !through_memory[j]) continue;
-    const std::span<const std::byte> payload(payloads[j]);
-    e.assign(memory->memory().begin(), memory->memory().end());
-    codec_->decode_add(payload, e, 1.0f);  // e = p - D(payload) + D(payload) = p
-    memory->load(e);
+    if (!through_memory[j]) continue;  // through_memory: the key has a memory
+    WorkerEncoder::take_back(encoder_->codec(), payloads[j], *memories_[mine[j]]);
   }
 }
 
@@ -244,8 +228,7 @@ void PsExchange::copy_in(size_t s, const PullResult& pulled) {
     // The server's downlink codec: x^ += D(payload), the same operation on the same bits as the
     // server's, so every worker keeps exactly the server's x^.
     QGRAD_CHECK(pulled.updates.size() == mine.size(), "parameter server ", options_.servers[s],
-                " returned ", pulled.updates.size(), " key updates, this worker has ",
-                mine.size());
+                " returned ", pulled.updates.size(), " key updates, this worker has ", mine.size());
     for (size_t j = 0; j < mine.size(); ++j) {
       const PsKey& key = keys_[mine[j]];
       std::vector<float>& x = key_buffers_[mine[j]];
@@ -259,8 +242,9 @@ void PsExchange::copy_in(size_t s, const PullResult& pulled) {
                             read_header(payload).elements, " elements, the key ", key.size);
         codec_for_payload(payload)->decode_add(payload, x, 1.0f);
       } catch (const Error& e) {
-        throw CommError(detail::concat("parameter server ", options_.servers[s], ": the update "
-                                       "of key ", mine[j], " ('", key.name, "'): ", e.what()));
+        throw CommError(detail::concat("parameter server ", options_.servers[s],
+                                       ": the update of key ", mine[j], " ('", key.name,
+                                       "'): ", e.what()));
       }
       for (const KeySlice& sl : key.slices) {
         std::copy(x.begin() + static_cast<std::ptrdiff_t>(sl.key_offset),
@@ -292,8 +276,7 @@ std::string PsExchange::route() const {
 }
 
 void PsExchange::begin_step(float lr) {
-  QGRAD_CHECK(std::isfinite(lr) && lr >= 0.0f, "learning rate must be finite and >= 0, got ",
-              lr);
+  QGRAD_CHECK(std::isfinite(lr) && lr >= 0.0f, "learning rate must be finite and >= 0, got ", lr);
   begun_lr_ = lr;
 }
 
@@ -332,24 +315,13 @@ uint64_t PsExchange::run_server(size_t s, uint64_t step, float lr, ServerWork& w
                   from.begin() + static_cast<std::ptrdiff_t>(sl.param_offset + sl.size),
                   c.begin() + static_cast<std::ptrdiff_t>(sl.key_offset));
       }
-      const bool compressed = step >= options_.exchange.warmup_steps &&
-                              4 * key.size >= options_.exchange.min_compress_bytes;
-      const RngKey rng{.seed = options_.exchange.seed,
-                       .step = step,
-                       .rank = options_.worker_id,
-                       .tensor = static_cast<uint32_t>(k),
-                       .bucket = 0};
-      const Codec& codec = compressed ? *codec_ : *plain_codec_;
-      payloads[j].resize(codec.max_encoded_bytes(key.size));
-      size_t n = 0;
-      if (compressed && memories_[k] != nullptr) {
-        // c already carries s(lr): factor 1 gives p = s(lr) T(g) + e (DESIGN.md section 4).
-        n = memories_[k]->encode(codec, c, 1.0f, rng, payloads[j]);
-        through_memory[j] = true;
-      } else {
-        n = codec.encode(c, rng, payloads[j]);
-      }
-      payloads[j].resize(n);
+      // The key's global index numbers its random stream; uncompressed keys (warm-up, small
+      // keys) leave the memory out: it holds 0 during warm-up, and small keys have none.
+      const bool compressed = encoder_->compresses(step, key.size);
+      ErrorFeedback* memory = compressed ? memories_[k].get() : nullptr;
+      encoder_->encode(encoder_->codec_for(step, key.size), c, memory,
+                       encoder_->key(step, static_cast<uint32_t>(k)), payloads[j]);
+      through_memory[j] = memory != nullptr;
       work.compressed += compressed ? 1 : 0;
     }
   }
@@ -358,11 +330,11 @@ uint64_t PsExchange::run_server(size_t s, uint64_t step, float lr, ServerWork& w
   // the new one first; registering again (reconnect) and retrying is the cure, as for the rest.
   const auto transient = [](const RpcError& e) {
     return e.code == grpc::StatusCode::UNAVAILABLE ||
-           e.code == grpc::StatusCode::DEADLINE_EXCEEDED ||
-           e.code == grpc::StatusCode::CANCELLED || e.code == grpc::StatusCode::NOT_FOUND;
+           e.code == grpc::StatusCode::DEADLINE_EXCEEDED || e.code == grpc::StatusCode::CANCELLED ||
+           e.code == grpc::StatusCode::NOT_FOUND;
   };
   const auto give_up = std::chrono::steady_clock::now() + options_.reconnect_for;
-  bool lost = false;  // the server did not (or no longer) count this push
+  bool lost = false;     // the server did not (or no longer) count this push
   bool counted = false;  // a push of this step was answered OK at least once
   bool resent = false;
   const auto lose = [&] {
@@ -408,8 +380,7 @@ uint64_t PsExchange::run_server(size_t s, uint64_t step, float lr, ServerWork& w
       }
     }
     push = false;
-    if (options_.resend_every > 0 && !lost && (step + 1) % options_.resend_every == 0 &&
-        !resent) {
+    if (options_.resend_every > 0 && !lost && (step + 1) % options_.resend_every == 0 && !resent) {
       // As a client whose response was lost: the same push again must be a duplicate.
       resent = true;
       const PushResult again = clients_[s]->push(step, request_id, payloads, lr, have_[s]);
@@ -433,7 +404,7 @@ uint64_t PsExchange::run_server(size_t s, uint64_t step, float lr, ServerWork& w
       }
     }
     const uint64_t at = reconnect(s, give_up, "Pull");
-    if (async) continue;  // the push was answered or lost already: pull again
+    if (async) continue;             // the push was answered or lost already: pull again
     if (at < target && at < step) {  // restarted from a checkpoint before this step
       lose();
       target = at;
@@ -453,11 +424,10 @@ uint64_t PsExchange::run_server(size_t s, uint64_t step, float lr, ServerWork& w
 }
 
 StepStats PsExchange::step(float lr) {
-  QGRAD_CHECK(std::isfinite(lr) && lr >= 0.0f, "learning rate must be finite and >= 0, got ",
-              lr);
+  QGRAD_CHECK(std::isfinite(lr) && lr >= 0.0f, "learning rate must be finite and >= 0, got ", lr);
   QGRAD_CHECK(begun_lr_ < 0 || begun_lr_ == lr, "step(", lr, ") in step ", step_,
-              " after begin_step(", begun_lr_, "): the learning rate must not change within a "
-              "step");
+              " after begin_step(", begun_lr_,
+              "): the learning rate must not change within a step");
   begun_lr_ = -1;
   if (options_.stop_after > 0 && step_ >= options_.stop_after) {
     throw CommError(detail::concat("worker ", options_.worker_id, " stopped at step ", step_,
@@ -469,22 +439,13 @@ StepStats PsExchange::step(float lr) {
   stats.lr = lr;
   {
     Stopwatch t(stats.prepare_s);
-    const float s = optimizer_->compression_scale(lr);
-    const float factor = options_.exchange.adversarial ? -s : s;
+    // Every parameter's c before any push: a NaN is an error before anything was sent.
+    const float factor = encoder_->factor(lr);
     for (size_t i = 0; i < params_.size(); ++i) {
-      const ParamView& p = params_[i];
-      const size_t bad = simd::find_nonfinite(p.grad.data(), p.grad.size());
-      QGRAD_CHECK(bad == p.grad.size(), "step ", step_, ": non-finite gradient (NaN or Inf) in "
-                  "parameter '", p.name, "' at element ", bad, " on worker ", options_.worker_id);
-      std::vector<float>& c = contributions_[i];
-      optimizer_->contribution(i, p.grad, c);
-      if (factor != 1.0f) {
-        for (float& v : c) v = factor * v;
-      }
-      const size_t bad_c = simd::find_nonfinite(c.data(), c.size());
-      QGRAD_CHECK(bad_c == c.size(), "step ", step_, ": parameter '", p.name, "' element ", bad_c,
-                  " on worker ", options_.worker_id, ": its gradient is finite but what the "
-                  "optimizer sends (s(lr) * T(g)) is not (learning rate too large?)");
+      const std::span<const float> grad = params_[i].grad;
+      encoder_->contribution(i, grad, contributions_[i], factor);
+      const std::optional<NonFinite> bad = encoder_->scan(i, grad, contributions_[i]);
+      QGRAD_CHECK(!bad, "step ", step_, ": ", encoder_->describe(*bad));
     }
   }
   if (options_.push_delay.count() > 0) std::this_thread::sleep_for(options_.push_delay);
@@ -519,9 +480,9 @@ StepStats PsExchange::step(float lr) {
   const uint64_t next = *async_ ? step_ + 1 : *std::max_element(at.begin(), at.end());
   for (size_t s = 0; s < servers && !*async_; ++s) {
     if (at[s] == next) continue;
-    QGRAD_CHECK(at[s] + 1 == next, "parameter server ", options_.servers[s], " is at step ",
-                at[s], ", another at step ", next, ": the servers are not at the same step "
-                "(one restarted from an older checkpoint?)");
+    QGRAD_CHECK(at[s] + 1 == next, "parameter server ", options_.servers[s], " is at step ", at[s],
+                ", another at step ", next,
+                ": the servers are not at the same step (one restarted from an older checkpoint?)");
     copy_in(s, clients_[s]->pull(next, have_[s]));
   }
   if (next != step_ + 1) stats.continue_at = next;
@@ -538,7 +499,8 @@ StepStats PsExchange::step(float lr) {
     stats.compressed_buckets += w.compressed;
   }
   stats.dense_bytes = 4 * elements_;
-  stats.raw_bytes = 4 * elements_;  // pushing the contribution as plain fp32
+  // The fp32 baseline of this path: pushing the contribution as plain fp32 (there is no ring).
+  stats.raw_bytes = 4 * elements_;
   stats.wait_s = clock.seconds();
   step_ = next;
   return stats;

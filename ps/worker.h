@@ -14,9 +14,12 @@
 // so every worker derives the same keys; the servers check it (the shape of their keys) when the
 // workers register.
 //
-// One step t of worker w (synchronous):
+// One step t of worker w (synchronous); the worker-side half is the WorkerEncoder's
+// (optim/worker_encoder.h), shared with the DistributedOptimizer:
 //   c = s(lr) * T(g) per parameter (Optimizer::contribution with the worker's own optimizer
-//       state, e.g. Signum's momentum; negated for an adversary);
+//       state, e.g. Signum's momentum; negated for an adversary), every parameter scanned for
+//       NaN/Inf before anything is pushed: InvalidArgument naming the parameter, the element and
+//       the worker (as "rank w", the collective path's wording);
 //   per key k: p = c_k + e_k; payload = C(p); e_k = p - D(payload)  (error feedback, optional)
 //       with RngKey{seed, t, w, tensor = k's global index}; plain fp32 (codec none, no memory)
 //       during the first warmup_steps steps and for keys smaller than min_compress_bytes;
@@ -67,9 +70,10 @@
 #include <utility>
 #include <vector>
 
-#include "ps/client.h"
-#include "optim/distributed_optimizer.h"
+#include "optim/exchange_options.h"
 #include "optim/gradient_exchange.h"
+#include "optim/worker_encoder.h"
+#include "ps/client.h"
 
 namespace qgrad::ps {
 
@@ -142,7 +146,7 @@ class PsExchange final : public GradientExchange {
   void gradient_ready(size_t param_index) override;
   StepStats step(float lr) override;
 
-  const Codec& codec() const override { return *codec_; }
+  const Codec& codec() const override { return encoder_->codec(); }
   std::string route() const override;
   const Optimizer& optimizer() const override { return *optimizer_; }
   // Workers write no checkpoints (the servers do): both throw InvalidArgument.
@@ -174,8 +178,7 @@ class PsExchange final : public GradientExchange {
   std::vector<ParamView> params_;
   std::unique_ptr<Optimizer> optimizer_;
   PsExchangeOptions options_;
-  std::unique_ptr<Codec> codec_;
-  std::unique_ptr<Codec> plain_codec_;
+  std::unique_ptr<WorkerEncoder> encoder_;  // c, the scan, codec choice, keys, memories
   std::vector<PsKey> keys_;
   std::vector<std::vector<size_t>> server_keys_;  // per server: indices into keys_, in order
   std::vector<std::unique_ptr<PsClient>> clients_;
@@ -186,8 +189,8 @@ class PsExchange final : public GradientExchange {
   // Per server: the step whose model this worker holds (for a downlink codec's updates).
   std::vector<std::optional<uint64_t>> have_;
   std::vector<std::unique_ptr<ErrorFeedback>> memories_;  // per key; null where unused
-  std::vector<std::vector<float>> contributions_;          // per parameter, this step's c
-  std::vector<std::vector<float>> key_buffers_;            // per key, scratch
+  std::vector<std::vector<float>> contributions_;         // per parameter, this step's c
+  std::vector<std::vector<float>> key_buffers_;           // per key, scratch
   mutable std::mutex counters_mutex_;
   PsCounters counters_;
   uint64_t step_ = 0;

@@ -5,6 +5,7 @@
 #include <exception>
 #include <vector>
 
+#include "core/aggregation.h"
 #include "core/error.h"
 #include "core/timer.h"
 
@@ -26,10 +27,6 @@ struct Workspace {
 Workspace& workspace() {
   thread_local Workspace ws;
   return ws;
-}
-
-void vote(std::span<float> sum) {
-  for (float& v : sum) v = v >= 0.0f ? 1.0f : -1.0f;  // a tie (0) counts as +1
 }
 
 // Everything one call needs, with the stats it fills in.
@@ -79,7 +76,7 @@ class Exchange {
     Stopwatch t(stats_.decode_s);
     std::fill(bucket_.begin(), bucket_.end(), 0.0f);
     for (int r = 0; r < comm_.size(); ++r) codec_.decode_add(ws_.all.block(r), bucket_, 1.0f);
-    if (majority_) vote(bucket_);
+    if (majority_) vote(bucket_);  // core/aggregation.h: a tie (0) counts as +1
   }
 
   void scatter_reduce() {
@@ -101,7 +98,7 @@ class Exchange {
       if (own.size() > 0) {
         for (int r = 0; r < world; ++r) codec_.decode_add(ws_.recv.block(r), ws_.sum, 1.0f);
       }
-      if (majority_) vote(ws_.sum);
+      if (majority_) vote(ws_.sum);  // core/aggregation.h: a tie (0) counts as +1
     }
     size_t bytes = 0;
     if (own.size() > 0) {

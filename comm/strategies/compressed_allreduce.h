@@ -1,11 +1,13 @@
-// Compressed allreduce: how the ranks combine one encoded gradient bucket (DESIGN.md section 3,
-// PAPERS.md section 6). Written once against Communicator, so it runs on every backend.
+// Compressed allreduce: how the ranks combine one encoded gradient bucket (docs/architecture.md;
+// the strategies' papers: docs/algorithms.md). Written once against Communicator, so it runs on
+// every backend.
 //
 // On return `bucket` holds, bitwise identically on every rank,
 //   - for codecs that aggregate by mean: the SUM over ranks of the decoded contributions
 //     (the caller divides by the world size if it wants the mean);
 //   - for majority-vote codecs (`sign` without scale): sign(sum of the ranks' signs) in {-1, +1},
-//     a tie counting as +1 (signSGD with majority vote, Bernstein et al. 2019).
+//     a tie counting as +1 (signSGD with majority vote, Bernstein et al. 2019; the rule is
+//     core/aggregation.h's vote).
 // A rank's contribution is its bucket, or with `worker_ef` the error-feedback sum
 // p = lr * g + e (EF-SGD, Karimireddy et al. 2019), whose memory is updated to p - D(C(p)).
 // Decoding always adds the payloads in rank order into zeros, which is what makes every rank
@@ -24,7 +26,7 @@
 //                  payloads in rank order, sums, re-encodes the sum (through `owner_ef` if given)
 //                  and the re-encoded chunks are allgathered. EVERY rank, the owner included,
 //                  decodes every re-encoded chunk, so all ranks hold the same bits (CGX's SRA,
-//                  PAPERS.md 6.2). Sends sum_{j != me} C(chunk j) + (n-1) * C(own sum),
+//                  Markov et al. 2022). Sends sum_{j != me} C(chunk j) + (n-1) * C(own sum),
 //                  about 2(n-1)/n * C. Empty chunks are neither encoded nor sent.
 //   kMajority      scatter-reduce for majority-vote codecs: owners count the signs and re-encode
 //                  the vote; one bit per coordinate each way (plus headers).
@@ -72,9 +74,9 @@ struct ExchangeStats {
   uint64_t bytes_sent = 0;              // deltas of comm.traffic() over the call
   uint64_t bytes_received = 0;
   uint64_t dense_bytes = 0;  // 4 * bucket.size(): what one fp32 copy of the bucket weighs
-  double encode_s = 0;     // the worker's encoding, plus the owner's re-encoding
-  double exchange_s = 0;   // time inside collectives (waiting for peers included)
-  double decode_s = 0;     // decoding, summing, voting
+  double encode_s = 0;       // the worker's encoding, plus the owner's re-encoding
+  double exchange_s = 0;     // time inside collectives (waiting for peers included)
+  double decode_s = 0;       // decoding, summing, voting
 };
 
 // The random stream of chunk `chunk` in the chunked strategies. role kWorker: the contribution

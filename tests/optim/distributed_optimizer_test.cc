@@ -165,7 +165,7 @@ TEST(DistributedOptimizer, FusesParametersInReverseOrder) {
   });
 }
 
-// ---- The error-feedback invariant (PAPERS.md 2.3, DESIGN.md 4) through the whole pipeline ----
+// ---- The error-feedback invariant (EF-SGD, Karimireddy et al. 2019) through the whole pipeline
 
 struct InvariantCase {
   const char* codec;
@@ -398,7 +398,7 @@ TEST(DistributedOptimizer, OneRankWithoutCompressionIsLocalStep) {
   }
 }
 
-// ---- Signum with majority vote (PAPERS.md 2.2) ----
+// ---- Signum with majority vote (Bernstein et al. 2019, arXiv 1810.05291) ----
 
 // beta = 0 is signSGD with majority vote: x -= lr * sign(sum_r sign(g_r)), ties and zeros +1.
 TEST(Signum, BetaZeroWithMajorityVoteIsSignSgdBitForBit) {
@@ -792,13 +792,13 @@ void nan_run(NanPolicy policy, const std::string& codec = "qsgd") {
   run_ranks(world, [&](Communicator& comm) {
     const int me = comm.rank();
     Toy toy(kSizes);
-    DistributedOptimizer d(comm, make_optimizer({.name = "sgd", .momentum = 0.9f}), toy.views(),
-                           {.codec = codec,
-                            .strategy = codec == "none" ? Strategy::kPlain
-                                                        : Strategy::kScatterReduce,
-                            .error_feedback = codec != "none",
-                            .bucket_bytes = kBucketBytes,
-                            .nan_policy = policy});
+    DistributedOptimizer d(
+        comm, make_optimizer({.name = "sgd", .momentum = 0.9f}), toy.views(),
+        {.codec = codec,
+         .strategy = codec == "none" ? Strategy::kPlain : Strategy::kScatterReduce,
+         .error_feedback = codec != "none",
+         .bucket_bytes = kBucketBytes,
+         .nan_policy = policy});
     RunSpec s;
     run_steps(s, d, toy, me, 0, 2, nullptr);
     const std::vector<float> before = toy.flat();

@@ -130,8 +130,8 @@ TEST(Sgd, WorkerMomentumMatchesPyTorchAndCarriesTheMomentumInItsContribution) {
     fill_synthetic(p.value[0], SyntheticDistribution::kNormal, 4);
     std::vector<double> x(p.value[0].begin(), p.value[0].end()), buf(n, 0.0);
     const double lr = 0.05, mu = 0.9;
-    auto opt = make(
-        {.name = "sgd", .momentum = 0.9f, .nesterov = nesterov, .worker_momentum = true}, p);
+    auto opt =
+        make({.name = "sgd", .momentum = 0.9f, .nesterov = nesterov, .worker_momentum = true}, p);
     for (uint64_t t = 0; t < 30; ++t) {
       fill_synthetic(p.grad[0], SyntheticDistribution::kNormal, 200 + t);
       for (size_t j = 0; j < n; ++j) {
@@ -168,7 +168,7 @@ TEST(Sgd, MomentumKeepsTheLrItWasAccumulatedWith) {
 }
 
 TEST(Signum, MomentumBeforeSignDecoupledDecayAfter) {
-  // PAPERS.md 2.2 Algorithm 1 with beta = 0.5, lambda = 0.1, eta = 0.01:
+  // Bernstein et al. 2019 (arXiv 1810.05291) Algorithm 1, beta = 0.5, lambda = 0.1, eta = 0.01:
   // m1 = (1, -0.5): x1 = x0 - 0.01 * ((1, -1) + 0.1 * (1, 1)) = (0.989, 1.009);
   // m2 = 0.5 * (-3, 0.2) + 0.5 * m1 = (-1, -0.15): x2 = x1 - 0.01 * ((-1, -1) + 0.1 * x1).
   Params p({{1.0f, 1.0f}});
