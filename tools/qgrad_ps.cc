@@ -35,6 +35,7 @@
 
 #include "ps/client.h"
 #include "ps/server.h"
+#include "core/byte_size.h"
 #include "core/error.h"
 #include "core/timer.h"
 
@@ -165,17 +166,7 @@ int main(int argc, char** argv) {
     QGRAD_CHECK(log_every >= 1, "--log-every must be >= 1");
     QGRAD_CHECK(listen.find(':') != std::string::npos, "--listen: '", listen,
                 "' is not HOST:PORT");
-    size_t pos = 0;
-    unsigned long long bytes = 0;
-    try {
-      bytes = std::stoull(max_message, &pos);
-    } catch (const std::exception&) {
-      pos = 0;
-    }
-    const std::string unit = max_message.substr(pos);
-    QGRAD_CHECK(pos > 0 && (unit.empty() || unit == "B" || unit == "KiB" || unit == "MiB"),
-                "--max-message-bytes: '", max_message, "' is not a byte count (e.g. 64MiB)");
-    bytes <<= unit == "KiB" ? 10 : unit == "MiB" ? 20 : 0;
+    const uint64_t bytes = qgrad::parse_byte_size(max_message, "--max-message-bytes");
     QGRAD_CHECK(bytes >= 1024 && bytes < (1ull << 31), "--max-message-bytes must be in [1KiB, "
                 "2GiB), got ", max_message);
     options.listen = listen;
