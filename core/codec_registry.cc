@@ -172,8 +172,8 @@ CodecSpec parse_codec_spec(std::string_view text) {
 
   std::vector<std::pair<std::string, std::string>> given;
   for (const SpecField& f : spec.fields) {
-    QGRAD_CHECK(f.has_value && !f.key.empty(), "codec '", info.name,
-                "': expected key=value, got '", f.text, "'; valid keys: ", valid_keys(info));
+    QGRAD_CHECK(f.has_value && !f.key.empty(), "codec '", info.name, "': expected key=value, got '",
+                f.text, "'; valid keys: ", valid_keys(info));
     bool known = false;
     for (const auto& p : info.params) known |= p.key == f.key;
     QGRAD_CHECK(known, "codec '", info.name, "': unknown key '", f.key,

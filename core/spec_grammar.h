@@ -32,11 +32,11 @@ struct SpecField {
 };
 
 struct SpecTokens {
-  std::string_view text;           // the whole spec
-  std::string_view head;           // before the first separator (the name, or link's RATE)
-  bool has_body = false;           // a separator was there
-  std::string_view body;           // after it
-  std::vector<SpecField> fields;   // BODY split at ','; empty without a separator
+  std::string_view text;          // the whole spec
+  std::string_view head;          // before the first separator (the name, or link's RATE)
+  bool has_body = false;          // a separator was there
+  std::string_view body;          // after it
+  std::vector<SpecField> fields;  // BODY split at ','; empty without a separator
   // The first field with key `key` and an '=', or nullptr.
   const SpecField* find(std::string_view key) const;
 };

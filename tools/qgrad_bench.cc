@@ -32,24 +32,29 @@ int main(int argc, char** argv) {
   std::string codec_list;
   CLI::App* codecs = app.add_subcommand(
       "codecs", "encode/decode GB/s of fp32 input for every codec, memcpy baseline, wire ratio");
-  codecs->add_option("--n", codec_opts.n, "elements (float32)")->check(CLI::Range(size_t{1}, size_t{1} << 32));
+  codecs->add_option("--n", codec_opts.n, "elements (float32)")
+      ->check(CLI::Range(size_t{1}, size_t{1} << 32));
   codecs->add_option("--threads", codec_opts.threads, "codec threads")->check(CLI::Range(1, 1024));
-  codecs->add_option("--reps", codec_opts.repetitions, "repetitions (best of)")->check(CLI::Range(1, 1000));
+  codecs->add_option("--reps", codec_opts.repetitions, "repetitions (best of)")
+      ->check(CLI::Range(1, 1000));
   codecs->add_option("--codecs", codec_list, "specs separated by ';' (default: every codec)");
   codecs->add_flag("--json", codec_opts.json, "one JSON object per codec and line");
 
   // In a build without MPI the subcommand is still there and says what is missing.
   qgrad::bench::AllreduceBenchOptions ar_opts;
   std::string ar_codecs, ar_sizes, ar_strategies = "auto";
-  CLI::App* allreduce = app.add_subcommand(
-      "allreduce", "compressed allreduce per codec, strategy and size vs fp32 MPI_Allreduce "
-                   "(run under mpirun)");
+  CLI::App* allreduce =
+      app.add_subcommand("allreduce",
+                         "compressed allreduce per codec, strategy and size vs fp32 MPI_Allreduce "
+                         "(run under mpirun)");
   allreduce->add_option("--sizes", ar_sizes, "elements per bucket, comma-separated (25000000)");
   allreduce->add_option("--codecs", ar_codecs, "specs separated by ';' (default: a set of codecs)");
   allreduce->add_option("--strategies", ar_strategies,
                         "comma-separated: auto, none, allgather, scatter-reduce, majority, or all");
-  allreduce->add_option("--reps", ar_opts.repetitions, "timed runs (median)")->check(CLI::Range(1, 1000));
-  allreduce->add_option("--threads", ar_opts.threads, "codec threads per rank")->check(CLI::Range(1, 1024));
+  allreduce->add_option("--reps", ar_opts.repetitions, "timed runs (median)")
+      ->check(CLI::Range(1, 1000));
+  allreduce->add_option("--threads", ar_opts.threads, "codec threads per rank")
+      ->check(CLI::Range(1, 1024));
   allreduce->add_flag("--json", ar_opts.json, "one JSON object per row");
 
   CLI11_PARSE(app, argc, argv);

@@ -13,8 +13,8 @@
 // Which backends this build has is the backend factory's business (train/backends/): this file
 // asks it for the MPI world and the parameter-server route by name and has no #if.
 //
-// The first two give the same bits for the same flags. Exit status: 0 done, 1 training failed (with a
-// message naming why), 2 bad command line.
+// The first two give the same bits for the same flags. Exit status: 0 done, 1 training failed (with
+// a message naming why), 2 bad command line.
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdio>
@@ -61,8 +61,8 @@ std::vector<size_t> parse_widths(const std::string& text, const char* flag) {
   for (std::string item; std::getline(ss, item, ',');) {
     size_t pos = 0;
     const unsigned long long v = leading_number(item, pos);
-    QGRAD_CHECK(pos == item.size() && !item.empty() && v > 0 && v <= (1u << 20), flag,
-                ": '", item, "' is not a width in 1..1048576 (expected e.g. 256,128)");
+    QGRAD_CHECK(pos == item.size() && !item.empty() && v > 0 && v <= (1u << 20), flag, ": '", item,
+                "' is not a width in 1..1048576 (expected e.g. 256,128)");
     out.push_back(static_cast<size_t>(v));
   }
   return out;
@@ -96,8 +96,7 @@ int main(int argc, char** argv) {
   app.add_option("--data", o.data,
                  "fashion-mnist[:dir=D] | libsvm:PATH[,test=PATH] | synthetic:kind=...");
   app.add_option("--codec", o.exchange.codec, "gradient codec spec (qgrad-codec list)");
-  app.add_option("--strategy", strategy,
-                 "auto | allgather | scatter-reduce | majority | none");
+  app.add_option("--strategy", strategy, "auto | allgather | scatter-reduce | majority | none");
   app.add_flag("--ef", o.exchange.error_feedback, "error feedback (a memory per bucket)");
   app.add_option("--optimizer", optimizer, "sgd | signum | adam");
   app.add_option("--momentum", momentum, "sgd: momentum (default 0); signum: beta (default 0.9)");
@@ -155,9 +154,11 @@ int main(int argc, char** argv) {
   app.add_option("--worker-id", worker_id, "--ps: this worker's id, 0..workers-1");
   app.add_option("--workers", workers, "--ps: the number of workers (qgrad-ps --workers)");
   std::string tls_ca, tls_cert, tls_key;
-  app.add_option("--tls-ca", tls_ca, "--ps: connect with TLS, verifying the servers with this CA "
+  app.add_option("--tls-ca", tls_ca,
+                 "--ps: connect with TLS, verifying the servers with this CA "
                  "(PEM)");
-  app.add_option("--tls-cert", tls_cert, "--ps: this worker's certificate (PEM), for servers "
+  app.add_option("--tls-cert", tls_cert,
+                 "--ps: this worker's certificate (PEM), for servers "
                  "that require one (qgrad-ps --tls-ca)");
   app.add_option("--tls-key", tls_key, "--ps: the key of --tls-cert (PEM)");
 
@@ -231,20 +232,24 @@ int main(int argc, char** argv) {
       QGRAD_CHECK(!servers.empty(), "--ps: no server address");
       QGRAD_CHECK(!token_file.empty(), "--ps needs --token-file F (the servers' shared token)");
       QGRAD_CHECK(workers >= 1 && workers <= 65536, "--ps needs --workers N (1..65536)");
-      QGRAD_CHECK(worker_id >= 0 && worker_id < workers, "--worker-id must be in 0..",
-                  workers - 1, " (--workers ", workers, "), got ", worker_id);
-      QGRAD_CHECK(ranks <= 1, "--ranks with --ps: each worker is one process (or use mpirun "
+      QGRAD_CHECK(worker_id >= 0 && worker_id < workers, "--worker-id must be in 0..", workers - 1,
+                  " (--workers ", workers, "), got ", worker_id);
+      QGRAD_CHECK(ranks <= 1,
+                  "--ranks with --ps: each worker is one process (or use mpirun "
                   "without --ps)");
       QGRAD_CHECK(o.checkpoint_dir.empty() && !o.resume,
                   "--checkpoint-dir/--resume with --ps: workers write no checkpoints; the "
                   "servers do (qgrad-ps --checkpoint-dir) and a restarted worker rejoins at their "
                   "step");
-      QGRAD_CHECK(nan == "error", "--nan skip-step with --ps: not supported (the workers would "
+      QGRAD_CHECK(nan == "error",
+                  "--nan skip-step with --ps: not supported (the workers would "
                   "have to agree on skipping a step before pushing it); use --nan error");
       QGRAD_CHECK(strategy == "auto", "--strategy with --ps: the servers aggregate");
-      QGRAD_CHECK(!launched_by_mpirun(), "--ps under mpirun: start the workers as separate "
+      QGRAD_CHECK(!launched_by_mpirun(),
+                  "--ps under mpirun: start the workers as separate "
                   "processes instead");
-      QGRAD_CHECK(o.link.empty(), "--link with --ps: the in-process link emulator wraps the "
+      QGRAD_CHECK(o.link.empty(),
+                  "--link with --ps: the in-process link emulator wraps the "
                   "MPI/thread communicator; use scripts/netlab.sh to shape a worker's link");
     }
   } catch (const qgrad::Error& e) {
@@ -352,8 +357,7 @@ int main(int argc, char** argv) {
   try {
     const qgrad::DataSplit data = qgrad::load_data(o.data);
     qgrad::run_local(
-        world, [&](qgrad::Communicator& comm) { (void)train_on(comm, data); },
-        comm_options);
+        world, [&](qgrad::Communicator& comm) { (void)train_on(comm, data); }, comm_options);
     return 0;
   } catch (const std::exception& e) {
     print_error("error: ", e);

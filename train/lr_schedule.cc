@@ -45,9 +45,8 @@ LrSchedule parse_lr_schedule(std::string_view text) {
   bool have_every = false;
   // A trailing comma (an empty last field, or "name:") is allowed here; a later key overrides
   // an earlier one.
-  const size_t n = spec.fields.empty() || !spec.fields.back().text.empty()
-                       ? spec.fields.size()
-                       : spec.fields.size() - 1;
+  const size_t n = spec.fields.empty() || !spec.fields.back().text.empty() ? spec.fields.size()
+                                                                           : spec.fields.size() - 1;
   for (size_t i = 0; i < n; ++i) {
     const SpecField& f = spec.fields[i];
     QGRAD_CHECK(f.has_value, "--lr-schedule: '", f.text, "' is not key=value (valid: ", kForms,
@@ -97,8 +96,7 @@ std::string to_string(const LrSchedule& s) {
 
 std::string_view describe_lr_schedules() { return kForms; }
 
-double LrSchedule::at(double lr, uint64_t t, uint64_t steps_per_epoch,
-                      uint64_t total_steps) const {
+double LrSchedule::at(double lr, uint64_t t, uint64_t steps_per_epoch, uint64_t total_steps) const {
   double rate = lr;
   switch (kind) {
     case Kind::kConstant:
@@ -112,8 +110,8 @@ double LrSchedule::at(double lr, uint64_t t, uint64_t steps_per_epoch,
       const double frac =
           total_steps ? std::min(1.0, static_cast<double>(t) / static_cast<double>(total_steps))
                       : 0.0;
-      rate = lr * (min_fraction +
-                   (1 - min_fraction) * 0.5 * (1 + std::cos(std::numbers::pi * frac)));
+      rate =
+          lr * (min_fraction + (1 - min_fraction) * 0.5 * (1 + std::cos(std::numbers::pi * frac)));
       break;
     }
   }

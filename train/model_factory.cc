@@ -1,8 +1,8 @@
 #include "train/model_factory.h"
 
 #include "core/error.h"
-#include "train/linear/data_quantizer.h"
 #include "train/backends/models.h"
+#include "train/linear/data_quantizer.h"
 #include "train/linear/linear_model.h"
 
 namespace qgrad {
@@ -42,8 +42,7 @@ std::unique_ptr<Model> make_model(std::string_view name, const ModelOptions& opt
                 name);
     return make_torch_family_model(name, options, train);
   }
-  throw InvalidArgument(
-      detail::concat("unknown model '", name, "' (valid: ", model_names(), ")"));
+  throw InvalidArgument(detail::concat("unknown model '", name, "' (valid: ", model_names(), ")"));
 }
 
 }  // namespace qgrad

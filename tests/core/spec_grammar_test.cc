@@ -93,7 +93,7 @@ TEST(SpecGrammar, MarksRepeatedKeys) {
   EXPECT_FALSE(t.fields[0].repeated);
   EXPECT_FALSE(t.fields[1].repeated);
   EXPECT_TRUE(t.fields[2].repeated);
-  EXPECT_TRUE(t.fields[3].repeated);  // an earlier keyed field had x
+  EXPECT_TRUE(t.fields[3].repeated);   // an earlier keyed field had x
   EXPECT_EQ(t.find("x")->value, "1");  // the first one
   // A field without '=' does not make a later one repeated.
   EXPECT_FALSE(tokenize_spec("a:x,x=1").fields[1].repeated);

@@ -47,16 +47,14 @@ std::unique_ptr<ProcessWorld> join_world(std::string_view backend, int* argc, ch
 #else
     (void)argc;
     (void)argv;
-    throw InvalidArgument(detail::concat(
-        launched_by_mpirun() ? "started by mpirun, but " : "",
-        "this qgrad was built without MPI (-DQGRAD_WITH_MPI=OFF)", hint.empty() ? "" : "; ",
-        hint));
+    throw InvalidArgument(detail::concat(launched_by_mpirun() ? "started by mpirun, but " : "",
+                                         "this qgrad was built without MPI (-DQGRAD_WITH_MPI=OFF)",
+                                         hint.empty() ? "" : "; ", hint));
 #endif
   }
   // Later: if (backend == "nccl") { ... comm/nccl ... }
-  throw InvalidArgument(detail::concat("unknown multi-process backend '", backend,
-                                       "' (valid: ", QGRAD_HAVE_MPI ? "mpi" : "none in this build",
-                                       ")"));
+  throw InvalidArgument(detail::concat("unknown multi-process backend '", backend, "' (valid: ",
+                                       QGRAD_HAVE_MPI ? "mpi" : "none in this build", ")"));
 }
 
 }  // namespace qgrad
