@@ -25,7 +25,7 @@ endfunction()
 # qgrad_add_mpi_test(name SOURCES ... LIBS ... NP 2 3 4 [TIMEOUT s])
 # One executable (with tests/support/mpi_gtest_main.cc) run by CTest under mpiexec once per
 # process count, labelled `mpi`. --oversubscribe makes Open MPI yield while it waits
-# (ENVIRONMENT.md 3); the ENVIRONMENT lets it run as root.
+# (docs/environment.md); the ENVIRONMENT lets it run as root.
 function(qgrad_add_mpi_test name)
   cmake_parse_arguments(T "" "TIMEOUT" "SOURCES;LIBS;NP" ${ARGN})
   if(NOT T_TIMEOUT)

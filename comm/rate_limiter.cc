@@ -4,11 +4,14 @@
 #include <charconv>
 #include <cmath>
 #include <initializer_list>
+#include <optional>
 #include <sstream>
 #include <thread>
 #include <utility>
 
+#include "core/byte_size.h"
 #include "core/error.h"
+#include "core/spec_grammar.h"
 
 namespace qgrad {
 namespace {
@@ -49,8 +52,9 @@ LinkOptions parse_link_spec(std::string_view spec) {
   static constexpr char kForm[] = " (expected RATE[,latency=US][,burst=B], e.g. 100mbit or "
                                   "1gbit,latency=50)";
   LinkOptions link;
-  const size_t comma = spec.find(',');
-  const std::string_view rate = spec.substr(0, comma);
+  // The head is the positional RATE; ',' both ends it and separates the keys.
+  const SpecTokens tokens = tokenize_spec(spec, ',');
+  const std::string_view rate = tokens.head;
   double value = 0;
   std::string_view unit;
   if (rate != "unlimited") {
@@ -67,22 +71,20 @@ LinkOptions parse_link_spec(std::string_view spec) {
                 kForm);
     link.bytes_per_second = value * scale;
   }
-  bool seen_latency = false, seen_burst = false;
-  std::string_view rest = comma == std::string_view::npos ? "" : spec.substr(comma + 1);
-  QGRAD_CHECK(comma == std::string_view::npos || !rest.empty(), "link spec '", spec,
-              "' ends with a comma", kForm);
-  while (!rest.empty()) {
-    const size_t next = rest.find(',');
-    const std::string_view item = rest.substr(0, next);
-    rest = next == std::string_view::npos ? "" : rest.substr(next + 1);
-    QGRAD_CHECK(next == std::string_view::npos || !rest.empty(), "link spec '", spec,
+  const std::vector<SpecField>& fields = tokens.fields;
+  // A trailing comma is refused before the field in front of it is looked at.
+  const bool trailing_comma = !fields.empty() && fields.back().text.empty();
+  QGRAD_CHECK(!trailing_comma || fields.size() > 1, "link spec '", spec, "' ends with a comma",
+              kForm);
+  for (size_t i = 0; i + 1 < fields.size() || (i < fields.size() && !trailing_comma); ++i) {
+    QGRAD_CHECK(!(trailing_comma && i + 2 == fields.size()), "link spec '", spec,
                 "' ends with a comma", kForm);
-    const size_t eq = item.find('=');
-    const std::string_view key = item.substr(0, eq);
-    const std::string_view text = eq == std::string_view::npos ? "" : item.substr(eq + 1);
+    const SpecField& item = fields[i];
+    // A key without '=' has an empty value, which no key accepts.
+    const std::string_view key = item.key;
+    const std::string_view text = item.value;
     if (key == "latency") {
-      QGRAD_CHECK(!seen_latency, "link spec '", spec, "' gives latency twice");
-      seen_latency = true;
+      QGRAD_CHECK(!item.repeated, "link spec '", spec, "' gives latency twice");
       const double scale =
           split_number(text, value, unit) ? unit_scale(unit, {{"", 1}, {"us", 1}, {"ms", 1e3}})
                                           : 0;
@@ -90,15 +92,12 @@ LinkOptions parse_link_spec(std::string_view spec) {
                   "' is not a number of microseconds in [0, 60 s] (e.g. 50, 50us, 2ms)");
       link.latency = std::chrono::microseconds(std::llround(value * scale));
     } else if (key == "burst") {
-      QGRAD_CHECK(!seen_burst, "link spec '", spec, "' gives burst twice");
-      seen_burst = true;
-      const double scale =
-          split_number(text, value, unit)
-              ? unit_scale(unit, {{"", 1}, {"B", 1}, {"KiB", 1024}, {"MiB", 1 << 20}})
-              : 0;
-      QGRAD_CHECK(scale > 0 && value * scale <= double(1ull << 40), "link burst '", text,
+      QGRAD_CHECK(!item.repeated, "link spec '", spec, "' gives burst twice");
+      // The byte-size grammar of core/byte_size.h (B, K/KiB, M/MiB, G/GiB), at most 1 TiB.
+      const std::optional<uint64_t> bytes = try_parse_byte_size(text);
+      QGRAD_CHECK(bytes && *bytes <= (uint64_t{1} << 40), "link burst '", text,
                   "' is not a byte count (e.g. 0, 65536, 256KiB)");
-      link.burst_bytes = value * scale;
+      link.burst_bytes = static_cast<double>(*bytes);
     } else {
       QGRAD_CHECK(false, "link spec '", spec, "': unknown key '", key,
                   "' (valid: latency, burst)", kForm);

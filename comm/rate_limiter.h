@@ -34,10 +34,11 @@ struct LinkOptions {
 //   RATE     tc's units: bit, kbit, mbit, gbit, tbit (bits/s, powers of 1000) or bps, kbps,
 //            mbps, gbps (bytes/s); e.g. 100mbit, 1gbit, 2.5gbit; `unlimited` for latency only
 //   latency  microseconds added to every collective (a plain number, or with us / ms)
-//   burst    token bucket depth in bytes (a plain number, or with B / KiB / MiB); default 0, so
-//            that every message takes exactly bytes / rate (tc's tbf needs a burst, the
-//            emulator does not)
-// Throws InvalidArgument naming the part that is wrong.
+//   burst    token bucket depth: a byte count of core/byte_size.h (65536, 256KiB, 1M), at most
+//            1 TiB; default 0, so that every message takes exactly bytes / rate (tc's tbf needs
+//            a burst, the emulator does not)
+// Tokenized by core/spec_grammar.h (the head is RATE, ',' separates). Throws InvalidArgument
+// naming the part that is wrong.
 LinkOptions parse_link_spec(std::string_view spec);
 // "100 Mbit/s, latency 50 us, burst 0 B".
 std::string describe(const LinkOptions& link);

@@ -14,6 +14,7 @@
 #include "core/codecs/topk.h"
 #include "core/codecs/zipml.h"
 #include "core/error.h"
+#include "core/spec_grammar.h"
 
 namespace qgrad {
 namespace {
@@ -165,26 +166,20 @@ const CodecInfo& codec_info(CodecId id) {
 }
 
 CodecSpec parse_codec_spec(std::string_view text) {
-  const size_t colon = text.find(':');
-  const std::string_view name = text.substr(0, colon);
-  QGRAD_CHECK(!name.empty(), "empty codec spec; valid codecs: ", valid_names());
-  const CodecInfo& info = codec_info(name);
+  const SpecTokens spec = tokenize_spec(text);
+  QGRAD_CHECK(!spec.head.empty(), "empty codec spec; valid codecs: ", valid_names());
+  const CodecInfo& info = codec_info(spec.head);
 
   std::vector<std::pair<std::string, std::string>> given;
-  if (colon != std::string_view::npos) {
-    for (std::string_view item : split(text.substr(colon + 1), ',')) {
-      const size_t eq = item.find('=');
-      QGRAD_CHECK(eq != std::string_view::npos && eq > 0, "codec '", info.name,
-                  "': expected key=value, got '", item, "'; valid keys: ", valid_keys(info));
-      const std::string_view key = item.substr(0, eq);
-      bool known = false;
-      for (const auto& p : info.params) known |= p.key == key;
-      QGRAD_CHECK(known, "codec '", info.name, "': unknown key '", key,
-                  "'; valid keys: ", valid_keys(info));
-      for (const auto& g : given)
-        QGRAD_CHECK(g.first != key, "codec '", info.name, "': key '", key, "' given twice");
-      given.emplace_back(std::string(key), std::string(item.substr(eq + 1)));
-    }
+  for (const SpecField& f : spec.fields) {
+    QGRAD_CHECK(f.has_value && !f.key.empty(), "codec '", info.name, "': expected key=value, got '",
+                f.text, "'; valid keys: ", valid_keys(info));
+    bool known = false;
+    for (const auto& p : info.params) known |= p.key == f.key;
+    QGRAD_CHECK(known, "codec '", info.name, "': unknown key '", f.key,
+                "'; valid keys: ", valid_keys(info));
+    QGRAD_CHECK(!f.repeated, "codec '", info.name, "': key '", f.key, "' given twice");
+    given.emplace_back(std::string(f.key), std::string(f.value));
   }
   std::vector<std::pair<std::string, std::string>> params;
   for (const auto& p : info.params) {

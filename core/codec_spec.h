@@ -2,6 +2,8 @@
 // Parameters are a schema, not a string map: every codec lists its keys, their types, ranges and
 // defaults; unknown keys and bad values are errors that list the valid choices. A parsed spec is
 // canonical: every key of the schema, in schema order, with its value in canonical text.
+// parse_codec_spec (core/codec_registry.h) reads the text with the tokenizer that every
+// `name[:key=value]` spec shares (core/spec_grammar.h) and checks it against the schema.
 // Thread-safe: values only.
 #pragma once
 

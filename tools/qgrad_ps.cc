@@ -33,10 +33,11 @@
 #include <numeric>
 #include <string>
 
-#include "ps/client.h"
-#include "ps/server.h"
+#include "core/byte_size.h"
 #include "core/error.h"
 #include "core/timer.h"
+#include "ps/client.h"
+#include "ps/server.h"
 
 namespace {
 
@@ -100,8 +101,9 @@ nlohmann::json record(const qgrad::ps::ServerStats& s, double seconds) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"qgrad-ps: a parameter server for qgrad-train --ps (synchronous mode, with a "
-               "quorum after --timeout, or asynchronous with a staleness bound)."};
+  CLI::App app{
+      "qgrad-ps: a parameter server for qgrad-train --ps (synchronous mode, with a "
+      "quorum after --timeout, or asynchronous with a staleness bound)."};
   std::string listen, token_file, metrics_path, max_message = "64MiB";
   uint32_t workers = 0;
   uint64_t log_every = 10;
@@ -111,8 +113,7 @@ int main(int argc, char** argv) {
   uint32_t quorum = 0;
   std::string checkpoint_dir;
   uint64_t checkpoint_every = 100;
-  app.add_option("--listen", listen, "HOST:PORT to listen on (port 0: any free port)")
-      ->required();
+  app.add_option("--listen", listen, "HOST:PORT to listen on (port 0: any free port)")->required();
   app.add_option("--workers", workers, "workers per step (each step waits for all of them)")
       ->required();
   app.add_option("--token-file", token_file, "file holding the shared token workers must send")
@@ -136,7 +137,8 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   std::string mode = "sync";
   uint64_t max_staleness = UINT64_MAX;
-  app.add_option("--mode", mode, "sync: a step waits for every worker (or a quorum); async: each "
+  app.add_option("--mode", mode,
+                 "sync: a step waits for every worker (or a quorum); async: each "
                  "push is applied when it arrives")
       ->capture_default_str();
   app.add_option("--max-staleness", max_staleness,
@@ -163,28 +165,22 @@ int main(int argc, char** argv) {
   try {
     QGRAD_CHECK(workers >= 1 && workers <= 65536, "--workers must be in 1..65536, got ", workers);
     QGRAD_CHECK(log_every >= 1, "--log-every must be >= 1");
-    QGRAD_CHECK(listen.find(':') != std::string::npos, "--listen: '", listen,
-                "' is not HOST:PORT");
-    size_t pos = 0;
-    unsigned long long bytes = 0;
-    try {
-      bytes = std::stoull(max_message, &pos);
-    } catch (const std::exception&) {
-      pos = 0;
-    }
-    const std::string unit = max_message.substr(pos);
-    QGRAD_CHECK(pos > 0 && (unit.empty() || unit == "B" || unit == "KiB" || unit == "MiB"),
-                "--max-message-bytes: '", max_message, "' is not a byte count (e.g. 64MiB)");
-    bytes <<= unit == "KiB" ? 10 : unit == "MiB" ? 20 : 0;
-    QGRAD_CHECK(bytes >= 1024 && bytes < (1ull << 31), "--max-message-bytes must be in [1KiB, "
-                "2GiB), got ", max_message);
+    QGRAD_CHECK(listen.find(':') != std::string::npos, "--listen: '", listen, "' is not HOST:PORT");
+    const uint64_t bytes = qgrad::parse_byte_size(max_message, "--max-message-bytes");
+    QGRAD_CHECK(bytes >= 1024 && bytes < (1ull << 31),
+                "--max-message-bytes must be in [1KiB, "
+                "2GiB), got ",
+                max_message);
     options.listen = listen;
     options.workers = workers;
     options.token = qgrad::ps::read_token_file(token_file);
     options.max_message_bytes = static_cast<size_t>(bytes);
-    QGRAD_CHECK(timeout_s >= 0 && timeout_s <= 86400, "--timeout must be in [0, 86400] seconds, "
-                "got ", timeout_s);
-    QGRAD_CHECK(quorum == 0 || timeout_s > 0, "--quorum needs --timeout (without a timeout "
+    QGRAD_CHECK(timeout_s >= 0 && timeout_s <= 86400,
+                "--timeout must be in [0, 86400] seconds, "
+                "got ",
+                timeout_s);
+    QGRAD_CHECK(quorum == 0 || timeout_s > 0,
+                "--quorum needs --timeout (without a timeout "
                 "every step waits for every worker)");
     QGRAD_CHECK(quorum <= workers, "--quorum ", quorum, " is more than --workers ", workers);
     QGRAD_CHECK(checkpoint_every >= 1, "--checkpoint-every must be >= 1");
@@ -241,11 +237,10 @@ int main(int argc, char** argv) {
   }
   const std::string where =
       listen.substr(0, listen.rfind(':')) + ":" + std::to_string(server->port());
-  std::printf("qgrad-ps: listening on %s for %u workers (max message %s", where.c_str(),
-              workers, megabytes(options.max_message_bytes).c_str());
+  std::printf("qgrad-ps: listening on %s for %u workers (max message %s", where.c_str(), workers,
+              megabytes(options.max_message_bytes).c_str());
   if (timeout_s > 0) {
-    std::printf("; timeout %.3g s, quorum %u", timeout_s,
-                quorum > 0 ? quorum : workers / 2 + 1);
+    std::printf("; timeout %.3g s, quorum %u", timeout_s, quorum > 0 ? quorum : workers / 2 + 1);
   }
   if (options.async) {
     if (max_staleness == UINT64_MAX) {
@@ -303,13 +298,14 @@ int main(int argc, char** argv) {
     if (!quiet && s.applied_steps > printed_step && now - last_print >= progress_seconds) {
       last_print = now;
       printed_step = s.applied_steps;
-      std::printf("step %llu  pushes %llu (duplicates %llu)  in %s  out %s  rejected %llu  "
-                  "quorum steps %llu  [%.1f s]\n",
-                  static_cast<unsigned long long>(s.applied_steps),
-                  static_cast<unsigned long long>(total(s.pushes)),
-                  static_cast<unsigned long long>(total(s.duplicates)), megabytes(s.bytes_in).c_str(),
-                  megabytes(s.bytes_out).c_str(), static_cast<unsigned long long>(s.rejected),
-                  static_cast<unsigned long long>(s.quorum_steps), now);
+      std::printf(
+          "step %llu  pushes %llu (duplicates %llu)  in %s  out %s  rejected %llu  "
+          "quorum steps %llu  [%.1f s]\n",
+          static_cast<unsigned long long>(s.applied_steps),
+          static_cast<unsigned long long>(total(s.pushes)),
+          static_cast<unsigned long long>(total(s.duplicates)), megabytes(s.bytes_in).c_str(),
+          megabytes(s.bytes_out).c_str(), static_cast<unsigned long long>(s.rejected),
+          static_cast<unsigned long long>(s.quorum_steps), now);
       std::fflush(stdout);
     }
   }
@@ -329,23 +325,24 @@ int main(int argc, char** argv) {
           ? (last_moved - first_seen) / static_cast<double>(last_steps - first_steps)
           : 0.0;
   metrics->write(summary);
-  std::printf("qgrad-ps: stopped by %s after %llu applied steps; received %s, sent %s, "
-              "%llu pushes (%llu duplicates), %llu calls rejected, %llu steps with a quorum\n",
-              signal_number == SIGINT ? "SIGINT" : "SIGTERM",
-              static_cast<unsigned long long>(s.applied_steps), megabytes(s.bytes_in).c_str(),
-              megabytes(s.bytes_out).c_str(), static_cast<unsigned long long>(total(s.pushes)),
-              static_cast<unsigned long long>(total(s.duplicates)),
-              static_cast<unsigned long long>(s.rejected),
-              static_cast<unsigned long long>(s.quorum_steps));
+  std::printf(
+      "qgrad-ps: stopped by %s after %llu applied steps; received %s, sent %s, "
+      "%llu pushes (%llu duplicates), %llu calls rejected, %llu steps with a quorum\n",
+      signal_number == SIGINT ? "SIGINT" : "SIGTERM",
+      static_cast<unsigned long long>(s.applied_steps), megabytes(s.bytes_in).c_str(),
+      megabytes(s.bytes_out).c_str(), static_cast<unsigned long long>(total(s.pushes)),
+      static_cast<unsigned long long>(total(s.duplicates)),
+      static_cast<unsigned long long>(s.rejected), static_cast<unsigned long long>(s.quorum_steps));
   if (options.async) {
-    std::printf("qgrad-ps: async: %llu pushes applied, %llu refused as stale; staleness max %llu, "
-                "mean %.2f\n",
-                static_cast<unsigned long long>(s.async_applied),
-                static_cast<unsigned long long>(s.stale_refused),
-                static_cast<unsigned long long>(s.staleness_max),
-                s.async_applied > 0 ? static_cast<double>(s.staleness_sum) /
-                                          static_cast<double>(s.async_applied)
-                                    : 0.0);
+    std::printf(
+        "qgrad-ps: async: %llu pushes applied, %llu refused as stale; staleness max %llu, "
+        "mean %.2f\n",
+        static_cast<unsigned long long>(s.async_applied),
+        static_cast<unsigned long long>(s.stale_refused),
+        static_cast<unsigned long long>(s.staleness_max),
+        s.async_applied > 0
+            ? static_cast<double>(s.staleness_sum) / static_cast<double>(s.async_applied)
+            : 0.0);
   }
   std::fflush(stdout);
   return 0;

@@ -10,14 +10,17 @@
 //   qgrad-train --ps HOST:PORT[,HOST:PORT...] --token-file F --worker-id I --workers N ...
 //                   one worker of N, through parameter servers (qgrad-ps; QGRAD_WITH_PS builds)
 //
-// The first two give the same bits for the same flags. Exit status: 0 done, 1 training failed (with a
-// message naming why), 2 bad command line.
+// Which backends this build has is the backend factory's business (train/backends/): this file
+// asks it for the MPI world and the parameter-server route by name and has no #if.
+//
+// The first two give the same bits for the same flags. Exit status: 0 done, 1 training failed (with
+// a message naming why), 2 bad command line.
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdio>
-#include <cstdlib>
 #include <exception>
 #include <iostream>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <sstream>
@@ -26,28 +29,18 @@
 
 #include "comm/local/local_communicator.h"
 #include "comm/rate_limiter.h"
+#include "core/byte_size.h"
 #include "core/codec_registry.h"
 #include "core/error.h"
+#include "train/backends/communicators.h"
+#include "train/backends/routes.h"
 #include "train/data/data_spec.h"
 #include "train/trainer.h"
-#if QGRAD_TRAIN_HAVE_MPI
-#include "comm/mpi/mpi_communicator.h"
-#endif
-#if QGRAD_TRAIN_HAVE_PS
-#include "ps/client.h"
-#include "train/ps_training.h"
-#endif
 
 namespace {
 
+using qgrad::launched_by_mpirun;
 using qgrad::TrainOptions;
-
-bool launched_by_mpirun() {
-  for (const char* var : {"OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_SIZE"}) {
-    if (std::getenv(var) != nullptr) return true;
-  }
-  return false;
-}
 
 // The leading unsigned number of `text`, and where it ended (0 when there is none).
 unsigned long long leading_number(const std::string& text, size_t& end) {
@@ -67,31 +60,11 @@ std::vector<size_t> parse_widths(const std::string& text, const char* flag) {
   for (std::string item; std::getline(ss, item, ',');) {
     size_t pos = 0;
     const unsigned long long v = leading_number(item, pos);
-    QGRAD_CHECK(pos == item.size() && !item.empty() && v > 0 && v <= (1u << 20), flag,
-                ": '", item, "' is not a width in 1..1048576 (expected e.g. 256,128)");
+    QGRAD_CHECK(pos == item.size() && !item.empty() && v > 0 && v <= (1u << 20), flag, ": '", item,
+                "' is not a width in 1..1048576 (expected e.g. 256,128)");
     out.push_back(static_cast<size_t>(v));
   }
   return out;
-}
-
-// "4MiB", "512KiB", "1048576".
-size_t parse_bytes(const std::string& text, const char* flag) {
-  size_t pos = 0;
-  const unsigned long long v = leading_number(text, pos);
-  QGRAD_CHECK(pos > 0, flag, ": '", text, "' is not a byte count (e.g. 4MiB, 65536)");
-  const std::string unit = text.substr(pos);
-  unsigned long long scale = 1;
-  if (unit == "KiB" || unit == "K") {
-    scale = 1ull << 10;
-  } else if (unit == "MiB" || unit == "M") {
-    scale = 1ull << 20;
-  } else if (unit == "GiB" || unit == "G") {
-    scale = 1ull << 30;
-  } else {
-    QGRAD_CHECK(unit.empty() || unit == "B", flag, ": unknown unit '", unit,
-                "' (valid: B, KiB, MiB, GiB)");
-  }
-  return static_cast<size_t>(v * scale);
 }
 
 void print_error(const char* what, const std::exception& e) {
@@ -122,8 +95,7 @@ int main(int argc, char** argv) {
   app.add_option("--data", o.data,
                  "fashion-mnist[:dir=D] | libsvm:PATH[,test=PATH] | synthetic:kind=...");
   app.add_option("--codec", o.exchange.codec, "gradient codec spec (qgrad-codec list)");
-  app.add_option("--strategy", strategy,
-                 "auto | allgather | scatter-reduce | majority | none");
+  app.add_option("--strategy", strategy, "auto | allgather | scatter-reduce | majority | none");
   app.add_flag("--ef", o.exchange.error_feedback, "error feedback (a memory per bucket)");
   app.add_option("--optimizer", optimizer, "sgd | signum | adam");
   app.add_option("--momentum", momentum, "sgd: momentum (default 0); signum: beta (default 0.9)");
@@ -181,9 +153,11 @@ int main(int argc, char** argv) {
   app.add_option("--worker-id", worker_id, "--ps: this worker's id, 0..workers-1");
   app.add_option("--workers", workers, "--ps: the number of workers (qgrad-ps --workers)");
   std::string tls_ca, tls_cert, tls_key;
-  app.add_option("--tls-ca", tls_ca, "--ps: connect with TLS, verifying the servers with this CA "
+  app.add_option("--tls-ca", tls_ca,
+                 "--ps: connect with TLS, verifying the servers with this CA "
                  "(PEM)");
-  app.add_option("--tls-cert", tls_cert, "--ps: this worker's certificate (PEM), for servers "
+  app.add_option("--tls-cert", tls_cert,
+                 "--ps: this worker's certificate (PEM), for servers "
                  "that require one (qgrad-ps --tls-ca)");
   app.add_option("--tls-key", tls_key, "--ps: the key of --tls-cert (PEM)");
 
@@ -199,8 +173,8 @@ int main(int argc, char** argv) {
     o.exchange.strategy = qgrad::parse_strategy(strategy);
     o.exchange.codec = qgrad::parse_codec_spec(o.exchange.codec).str();
     o.exchange.nan_policy = qgrad::parse_nan_policy(nan);
-    o.exchange.bucket_bytes = parse_bytes(bucket, "--bucket-bytes");
-    o.exchange.min_compress_bytes = parse_bytes(min_compress, "--min-compress-bytes");
+    o.exchange.bucket_bytes = qgrad::parse_byte_size(bucket, "--bucket-bytes");
+    o.exchange.min_compress_bytes = qgrad::parse_byte_size(min_compress, "--min-compress-bytes");
     o.schedule = qgrad::parse_lr_schedule(schedule);
     o.optimizer.name = optimizer;
     if (optimizer == "signum") o.optimizer.momentum = 0.9f;
@@ -257,20 +231,24 @@ int main(int argc, char** argv) {
       QGRAD_CHECK(!servers.empty(), "--ps: no server address");
       QGRAD_CHECK(!token_file.empty(), "--ps needs --token-file F (the servers' shared token)");
       QGRAD_CHECK(workers >= 1 && workers <= 65536, "--ps needs --workers N (1..65536)");
-      QGRAD_CHECK(worker_id >= 0 && worker_id < workers, "--worker-id must be in 0..",
-                  workers - 1, " (--workers ", workers, "), got ", worker_id);
-      QGRAD_CHECK(ranks <= 1, "--ranks with --ps: each worker is one process (or use mpirun "
+      QGRAD_CHECK(worker_id >= 0 && worker_id < workers, "--worker-id must be in 0..", workers - 1,
+                  " (--workers ", workers, "), got ", worker_id);
+      QGRAD_CHECK(ranks <= 1,
+                  "--ranks with --ps: each worker is one process (or use mpirun "
                   "without --ps)");
       QGRAD_CHECK(o.checkpoint_dir.empty() && !o.resume,
                   "--checkpoint-dir/--resume with --ps: workers write no checkpoints; the "
                   "servers do (qgrad-ps --checkpoint-dir) and a restarted worker rejoins at their "
                   "step");
-      QGRAD_CHECK(nan == "error", "--nan skip-step with --ps: not supported (the workers would "
+      QGRAD_CHECK(nan == "error",
+                  "--nan skip-step with --ps: not supported (the workers would "
                   "have to agree on skipping a step before pushing it); use --nan error");
       QGRAD_CHECK(strategy == "auto", "--strategy with --ps: the servers aggregate");
-      QGRAD_CHECK(!launched_by_mpirun(), "--ps under mpirun: start the workers as separate "
+      QGRAD_CHECK(!launched_by_mpirun(),
+                  "--ps under mpirun: start the workers as separate "
                   "processes instead");
-      QGRAD_CHECK(o.link.empty(), "--link with --ps: the in-process link emulator wraps the "
+      QGRAD_CHECK(o.link.empty(),
+                  "--link with --ps: the in-process link emulator wraps the "
                   "MPI/thread communicator; use scripts/netlab.sh to shape a worker's link");
     }
   } catch (const qgrad::Error& e) {
@@ -288,24 +266,18 @@ int main(int argc, char** argv) {
     return qgrad::train(limited, data, o);
   };
   if (use_ps) {
-#if QGRAD_TRAIN_HAVE_PS
-    qgrad::PsTrainOptions ps;
+    qgrad::PsRouteOptions ps;
     ps.servers = servers;
+    ps.token_file = token_file;
     ps.worker_id = static_cast<uint32_t>(worker_id);
     ps.workers = static_cast<uint32_t>(workers);
     ps.timeout = std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000));
+    ps.tls_ca = tls_ca;
+    ps.tls_cert = tls_cert;
+    ps.tls_key = tls_key;
+    std::unique_ptr<qgrad::ParameterServerRoute> route;
     try {
-      ps.token = qgrad::ps::read_token_file(token_file);
-      QGRAD_CHECK(tls_cert.empty() == tls_key.empty(), "--tls-cert and --tls-key go together");
-      QGRAD_CHECK(tls_cert.empty() || !tls_ca.empty(), "--tls-cert needs --tls-ca (the CA that "
-                  "verifies the servers)");
-      // Read here, so that a missing file is a bad command line naming the flag.
-      if (!tls_ca.empty()) (void)qgrad::ps::read_pem_file(tls_ca, "--tls-ca");
-      if (!tls_cert.empty()) (void)qgrad::ps::read_pem_file(tls_cert, "--tls-cert");
-      if (!tls_key.empty()) (void)qgrad::ps::read_pem_file(tls_key, "--tls-key");
-      ps.tls_ca = tls_ca;
-      ps.tls_cert = tls_cert;
-      ps.tls_key = tls_key;
+      route = qgrad::make_ps_route(ps);  // reads the token and PEM files
       qgrad::validate(o, static_cast<int>(workers));
     } catch (const qgrad::Error& e) {
       print_error("", e);
@@ -315,44 +287,44 @@ int main(int argc, char** argv) {
     if (worker_id != 0) o.progress = nullptr;
     try {
       const qgrad::DataSplit data = qgrad::load_data(o.data);
-      (void)qgrad::train_with_ps(ps, data, o);
+      route->train(data, o);
       return 0;
     } catch (const std::exception& e) {
       std::fprintf(stderr, "qgrad-train: worker %lld: error: %s\n",
                    static_cast<long long>(worker_id), e.what());
       return 1;
     }
-#else
-    std::fprintf(stderr,
-                 "qgrad-train: --ps needs a qgrad built with the parameter server "
-                 "(-DQGRAD_WITH_PS=ON, gRPC and Protobuf installed)\n");
-    return 2;
-#endif
   }
   qgrad::CommOptions comm_options;
   comm_options.timeout = std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000));
 
   if (launched_by_mpirun()) {
-#if QGRAD_TRAIN_HAVE_MPI
-    qgrad::MpiRuntime mpi(&argc, &argv);
-    const int rank = mpi.world_rank();
-    if (ranks > 1 && mpi.world_size() > 1) {
+    std::unique_ptr<qgrad::ProcessWorld> mpi;
+    try {
+      mpi = qgrad::join_world("mpi", &argc, &argv, "use --ranks N instead");
+    } catch (const qgrad::InvalidArgument& e) {
+      print_error("", e);  // a build without MPI
+      return 2;
+    }
+    const int rank = mpi->rank();
+    if (ranks > 1 && mpi->size() > 1) {
       if (rank == 0) {
         std::fprintf(stderr,
                      "qgrad-train: --ranks %d under mpirun with %d processes: use one or the "
                      "other (mpirun -np N, or --ranks N without mpirun)\n",
-                     ranks, mpi.world_size());
+                     ranks, mpi->size());
       }
       return 2;
     }
     try {
-      qgrad::validate(o, mpi.world_size());
+      qgrad::validate(o, mpi->size());
     } catch (const qgrad::Error& e) {
       if (rank == 0) print_error("", e);  // every rank checks the same flags
       return 2;
     }
     try {
-      qgrad::MpiCommunicator comm(MPI_COMM_WORLD, comm_options);
+      const std::unique_ptr<qgrad::Communicator> world_comm = mpi->communicator(comm_options);
+      qgrad::Communicator& comm = *world_comm;
       qgrad::DataSplit data;
       std::string error;
       try {
@@ -372,12 +344,6 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "qgrad-train: rank %d: error: %s\n", rank, e.what());
       return 1;
     }
-#else
-    std::fprintf(stderr,
-                 "qgrad-train: started by mpirun, but this qgrad was built without MPI "
-                 "(-DQGRAD_WITH_MPI=OFF); use --ranks N instead\n");
-    return 2;
-#endif
   }
 
   const int world = ranks == 0 ? 1 : ranks;
@@ -390,8 +356,7 @@ int main(int argc, char** argv) {
   try {
     const qgrad::DataSplit data = qgrad::load_data(o.data);
     qgrad::run_local(
-        world, [&](qgrad::Communicator& comm) { (void)train_on(comm, data); },
-        comm_options);
+        world, [&](qgrad::Communicator& comm) { (void)train_on(comm, data); }, comm_options);
     return 0;
   } catch (const std::exception& e) {
     print_error("error: ", e);

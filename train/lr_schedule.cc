@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "core/spec_grammar.h"
 
 namespace qgrad {
 namespace {
@@ -29,8 +30,8 @@ T parse_number(std::string_view key, std::string_view value) {
 
 LrSchedule parse_lr_schedule(std::string_view text) {
   LrSchedule s;
-  const size_t colon = text.find(':');
-  const std::string_view name = text.substr(0, colon);
+  const SpecTokens spec = tokenize_spec(text);
+  const std::string_view name = spec.head;
   if (name == "constant") {
     s.kind = LrSchedule::Kind::kConstant;
   } else if (name == "step") {
@@ -42,15 +43,15 @@ LrSchedule parse_lr_schedule(std::string_view text) {
         detail::concat("--lr-schedule: unknown schedule '", name, "' (valid: ", kForms, ")"));
   }
   bool have_every = false;
-  std::string_view rest = colon == std::string_view::npos ? "" : text.substr(colon + 1);
-  while (!rest.empty()) {
-    const size_t comma = rest.find(',');
-    const std::string_view item = rest.substr(0, comma);
-    rest = comma == std::string_view::npos ? "" : rest.substr(comma + 1);
-    const size_t eq = item.find('=');
-    QGRAD_CHECK(eq != std::string_view::npos, "--lr-schedule: '", item,
-                "' is not key=value (valid: ", kForms, ")");
-    const std::string_view key = item.substr(0, eq), value = item.substr(eq + 1);
+  // A trailing comma (an empty last field, or "name:") is allowed here; a later key overrides
+  // an earlier one.
+  const size_t n = spec.fields.empty() || !spec.fields.back().text.empty() ? spec.fields.size()
+                                                                           : spec.fields.size() - 1;
+  for (size_t i = 0; i < n; ++i) {
+    const SpecField& f = spec.fields[i];
+    QGRAD_CHECK(f.has_value, "--lr-schedule: '", f.text, "' is not key=value (valid: ", kForms,
+                ")");
+    const std::string_view key = f.key, value = f.value;
     if (key == "warmup") {
       s.warmup_steps = parse_number<uint64_t>(key, value);
     } else if (key == "every" && s.kind == LrSchedule::Kind::kStep) {
@@ -95,8 +96,7 @@ std::string to_string(const LrSchedule& s) {
 
 std::string_view describe_lr_schedules() { return kForms; }
 
-double LrSchedule::at(double lr, uint64_t t, uint64_t steps_per_epoch,
-                      uint64_t total_steps) const {
+double LrSchedule::at(double lr, uint64_t t, uint64_t steps_per_epoch, uint64_t total_steps) const {
   double rate = lr;
   switch (kind) {
     case Kind::kConstant:
@@ -110,8 +110,8 @@ double LrSchedule::at(double lr, uint64_t t, uint64_t steps_per_epoch,
       const double frac =
           total_steps ? std::min(1.0, static_cast<double>(t) / static_cast<double>(total_steps))
                       : 0.0;
-      rate = lr * (min_fraction +
-                   (1 - min_fraction) * 0.5 * (1 + std::cos(std::numbers::pi * frac)));
+      rate =
+          lr * (min_fraction + (1 - min_fraction) * 0.5 * (1 + std::cos(std::numbers::pi * frac)));
       break;
     }
   }

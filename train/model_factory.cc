@@ -1,15 +1,13 @@
 #include "train/model_factory.h"
 
 #include "core/error.h"
+#include "train/backends/models.h"
 #include "train/linear/data_quantizer.h"
 #include "train/linear/linear_model.h"
-#if QGRAD_HAVE_TORCH
-#include "train/torch/torch_model.h"
-#endif
 
 namespace qgrad {
 
-bool have_torch_models() { return QGRAD_HAVE_TORCH != 0; }
+bool have_torch_models() { return have_torch_family(); }
 
 bool is_linear_model(std::string_view name) {
   return name == "linear" || name == "logistic" || name == "svm";
@@ -42,22 +40,9 @@ std::unique_ptr<Model> make_model(std::string_view name, const ModelOptions& opt
                 "--double-sampling (ZipML) apply to the linear models only (linear, logistic, "
                 "svm), not to ",
                 name);
-#if QGRAD_HAVE_TORCH
-    TorchModelOptions torch;
-    torch.hidden = options.hidden;
-    torch.channels = options.channels;
-    torch.seed = options.seed;
-    torch.threads = options.threads;
-    return make_torch_model(name, torch, train);
-#else
-    throw InvalidArgument(detail::concat(
-        "model '", name,
-        "' needs LibTorch, and this qgrad was built without it (install libtorch-dev with "
-        "scripts/install-deps.sh and rebuild with -DQGRAD_WITH_TORCH=ON)"));
-#endif
+    return make_torch_family_model(name, options, train);
   }
-  throw InvalidArgument(
-      detail::concat("unknown model '", name, "' (valid: ", model_names(), ")"));
+  throw InvalidArgument(detail::concat("unknown model '", name, "' (valid: ", model_names(), ")"));
 }
 
 }  // namespace qgrad

@@ -1,5 +1,7 @@
 // One place that turns a model name and options into a qgrad::Model: the linear models of
-// train/linear (Eigen) and, when qgrad was built with LibTorch, the MLP and CNN of train/torch.
+// train/linear (Eigen) and, when qgrad was built with LibTorch, the MLP and CNN of train/torch,
+// which it gets from the backend factory (train/backends/models.h, the only code that knows
+// whether they were built).
 // Thread-safety: pure functions.
 #pragma once
 

@@ -3,10 +3,10 @@
 #include <algorithm>
 #include <charconv>
 #include <cmath>
-#include <set>
 #include <vector>
 
 #include "core/error.h"
+#include "core/spec_grammar.h"
 #include "train/data/idx.h"
 
 namespace qgrad {
@@ -32,37 +32,27 @@ struct Field {
   std::string_view key, value;
 };
 
-// Splits "k=v,k=v" into fields; the first field may be a bare value (returned with key "").
-std::vector<Field> split_fields(std::string_view body, std::string_view source,
+// The fields of `spec` (its body split by tokenize_spec); the first may be a bare value
+// (returned with key "") when `bare_first` and it is not key=value with a known key.
+std::vector<Field> split_fields(const SpecTokens& spec, std::string_view source,
                                 const std::vector<std::string_view>& keys, bool bare_first) {
   std::vector<Field> out;
-  std::set<std::string_view> seen;
-  size_t pos = 0;
-  bool first = true;
-  while (pos <= body.size()) {
-    size_t comma = body.find(',', pos);
-    if (comma == std::string_view::npos) comma = body.size();
-    const std::string_view item = body.substr(pos, comma - pos);
-    pos = comma + 1;
-    const size_t eq = item.find('=');
-    const bool keyed = eq != std::string_view::npos && is_key(keys, item.substr(0, eq));
-    if (first && bare_first && !keyed) {
-      QGRAD_CHECK(!item.empty(), "data spec '", source, ":...': the path is empty");
-      out.push_back({"", item});
-    } else {
-      QGRAD_CHECK(eq != std::string_view::npos, "data spec for ", source,
-                  ": expected key=value, got '", item, "'; valid keys: ", join(keys));
-      const std::string_view key = item.substr(0, eq);
-      QGRAD_CHECK(is_key(keys, key), "data spec for ", source, ": unknown key '", key,
-                  "'; valid keys: ", join(keys));
-      QGRAD_CHECK(!seen.count(key), "data spec for ", source, ": key '", key, "' given twice");
-      QGRAD_CHECK(eq + 1 < item.size(), "data spec for ", source, ": key '", key,
-                  "' has an empty value");
-      seen.insert(key);
-      out.push_back({key, item.substr(eq + 1)});
+  for (size_t i = 0; i < spec.fields.size(); ++i) {
+    const SpecField& f = spec.fields[i];
+    const bool keyed = f.has_value && is_key(keys, f.key);
+    if (i == 0 && bare_first && !keyed) {
+      QGRAD_CHECK(!f.text.empty(), "data spec '", source, ":...': the path is empty");
+      out.push_back({"", f.text});
+      continue;
     }
-    first = false;
-    if (comma == body.size()) break;
+    QGRAD_CHECK(f.has_value, "data spec for ", source, ": expected key=value, got '", f.text,
+                "'; valid keys: ", join(keys));
+    QGRAD_CHECK(is_key(keys, f.key), "data spec for ", source, ": unknown key '", f.key,
+                "'; valid keys: ", join(keys));
+    QGRAD_CHECK(!f.repeated, "data spec for ", source, ": key '", f.key, "' given twice");
+    QGRAD_CHECK(!f.value.empty(), "data spec for ", source, ": key '", f.key,
+                "' has an empty value");
+    out.push_back({f.key, f.value});
   }
   return out;
 }
@@ -87,25 +77,22 @@ double parse_nonneg(std::string_view source, const Field& f) {
 }  // namespace
 
 DataSpec parse_data_spec(std::string_view text) {
-  const size_t colon = text.find(':');
-  const std::string_view source = text.substr(0, colon);
-  const std::string_view body =
-      colon == std::string_view::npos ? std::string_view{} : text.substr(colon + 1);
+  const SpecTokens tokens = tokenize_spec(text);
+  const std::string_view source = tokens.head;
+  const std::string_view body = tokens.body;
   DataSpec spec;
   if (source == "fashion-mnist") {
     spec.source = DataSource::kFashionMnist;
     spec.dir = kFashionMnistDir;
-    if (colon != std::string_view::npos) {
-      for (const Field& f : split_fields(body, source, kFashionKeys, false)) spec.dir = f.value;
-    }
+    for (const Field& f : split_fields(tokens, source, kFashionKeys, false)) spec.dir = f.value;
     return spec;
   }
   if (source == "libsvm") {
     spec.source = DataSource::kLibsvm;
-    QGRAD_CHECK(colon != std::string_view::npos && !body.empty(),
+    QGRAD_CHECK(tokens.has_body && !body.empty(),
                 "data spec 'libsvm' needs a file: libsvm:PATH[,test=PATH][,labels=",
                 "auto|binary|multiclass|regression][,dim=D]");
-    for (const Field& f : split_fields(body, source, kLibsvmKeys, true)) {
+    for (const Field& f : split_fields(tokens, source, kLibsvmKeys, true)) {
       if (f.key.empty() || f.key == "path") {
         QGRAD_CHECK(spec.path.empty(), "data spec for libsvm: the train path is given twice");
         spec.path = f.value;
@@ -124,8 +111,8 @@ DataSpec parse_data_spec(std::string_view text) {
     spec.source = DataSource::kSynthetic;
     bool have_kind = false, have_classes = false;
     SyntheticOptions& o = spec.synthetic;
-    if (colon != std::string_view::npos && !body.empty()) {
-      for (const Field& f : split_fields(body, source, kSyntheticKeys, false)) {
+    if (tokens.has_body && !body.empty()) {
+      for (const Field& f : split_fields(tokens, source, kSyntheticKeys, false)) {
         if (f.key == "kind") {
           o.kind = parse_synthetic_kind(f.value);
           have_kind = true;
