@@ -35,6 +35,7 @@ cleanup() {
 }
 trap cleanup EXIT
 echo "load-$$-$RANDOM" >"$work/token"
+: >"$work/ps.out"  # exists before the loop below reads it
 "$bin/qgrad-ps" --listen 127.0.0.1:0 --workers "$workers" --token-file "$work/token" --quiet \
   "${downlink[@]}" >"$work/ps.out" 2>&1 &
 server=$!

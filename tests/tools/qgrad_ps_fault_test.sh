@@ -28,6 +28,7 @@ STEPS=2520  # 3000 rows / 3 workers / batch 16 = 63 steps per epoch, 40 epochs
 start_server() {
   local name=$1 listen=$2
   shift 2
+  : >"$name.out"  # exists before the loop below reads it (see qgrad_ps_test.sh)
   "$PS" --listen "$listen" --workers 3 --token-file token --metrics "$name.jsonl" --log-every 10 \
     --quiet "$@" >"$name.out" 2>&1 &
   PID=$!

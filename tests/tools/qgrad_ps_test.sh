@@ -19,6 +19,9 @@ FLOOR=0.82  # the MPI path's one-epoch floor (scripts/convergence.py quick)
 
 # start_server NAME WORKERS [FLAGS...]: starts qgrad-ps on a free port; sets PORT and PID.
 start_server() {
+  # The log exists before the server starts: the loop below may read it before the shell's
+  # redirection of the background job has created it (sed would fail, and set -e end the test).
+  : >"$1.out"
   "$PS" --listen 127.0.0.1:0 --workers "$2" --token-file token --metrics "$1.jsonl" "${@:3}" \
     >"$1.out" 2>&1 &
   PID=$!
