@@ -7,11 +7,11 @@
 #include <cmath>
 #include <cstring>
 #include <fstream>
-#include <iterator>
 #include <sstream>
 #include <utility>
 
 #include "ps/ps.grpc.pb.h"
+#include "ps/tls.h"
 
 namespace qgrad::ps {
 
@@ -66,15 +66,6 @@ struct PsClient::Connection {
   std::shared_ptr<grpc::Channel> channel;
   std::unique_ptr<v1::ParameterServer::Stub> rpc;
 };
-
-std::string read_pem_file(const std::string& path, const char* flag) {
-  std::ifstream f(path, std::ios::binary);
-  QGRAD_CHECK(f.good(), flag, ": cannot read '", path, "'");
-  std::string pem((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-  QGRAD_CHECK(pem.find("-----BEGIN ") != std::string::npos, flag, ": '", path,
-              "' holds no PEM block (-----BEGIN ...)");
-  return pem;
-}
 
 PsClient::PsClient(std::string address, std::string token, uint32_t worker_id,
                    ClientOptions options)

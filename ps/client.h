@@ -21,7 +21,8 @@
 #include <utility>
 #include <vector>
 
-#include "ps/server.h"
+#include "ps/server_stats.h"
+#include "ps/tls.h"  // read_pem_file, for the TLS flags of the client programs
 #include "core/error.h"
 #include "optim/optimizer.h"
 
@@ -52,10 +53,6 @@ struct ClientOptions {
   // certificate, for servers that require one (mutual TLS). All empty: plaintext.
   std::string tls_ca, tls_cert, tls_key;
 };
-
-// The content of a PEM file; InvalidArgument naming the flag and the file when it cannot be read
-// or holds no PEM block.
-std::string read_pem_file(const std::string& path, const char* flag);
 
 // What a registration may carry besides the shape, for a server that adopts its model from
 // the first worker (qgrad-ps): see ParameterServer (ps/server.h).
