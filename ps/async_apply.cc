@@ -92,7 +92,7 @@ PushOutcome AsyncApply::on_push(const PushInfo& info, DecodedPush&& push, StepCo
   staleness_max_ = std::max(staleness_max_, fresh.staleness);
   staleness_sum_ += fresh.staleness;
   w.last_step = static_cast<int64_t>(info.step);
-  w.last_request_id = info.request_id;
+  w.last_request_id = push.request_id;
   ++w.pushes;
   return {call_ok(), true};
 }

@@ -360,7 +360,6 @@ class ParameterServer::Impl final : public v1::ParameterServer::Service {
     PushInfo info;
     info.worker = id;
     info.step = req.step();
-    info.request_id = req.request_id();
     if (req.has_model_version()) info.model_version = req.model_version();
     if (CallStatus s = policy_->screen(info, push, model_.shape); !s.ok()) return s;
 

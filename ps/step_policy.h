@@ -36,11 +36,10 @@ namespace qgrad::ps {
 
 using SteadyTime = std::chrono::steady_clock::time_point;
 
-// A push as the policies see it (the payloads are in the DecodedPush).
+// A push as the policies see it (the payloads and the request id are in the DecodedPush).
 struct PushInfo {
   uint32_t worker = 0;
   uint64_t step = 0;  // synchronous: the server's step; asynchronous: the worker's push count
-  uint64_t request_id = 0;
   std::optional<uint64_t> model_version;  // the version its gradient was computed on
   SteadyTime now{};                       // when the server took it (under its lock)
 };

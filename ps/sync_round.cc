@@ -53,7 +53,7 @@ PushOutcome SyncRound::on_push(const PushInfo& info, DecodedPush&& push, StepCon
     return {{CallCode::kAlreadyExists,
              detail::concat("worker ", id, " already pushed step ", step, " with request id ",
                             pending_[id].request_id, "; this push has request id ",
-                            info.request_id)}};
+                            push.request_id)}};
   }
   for (uint32_t o = 0; o < workers_; ++o) {
     const DecodedPush& other = pending_[o];
@@ -74,9 +74,9 @@ PushOutcome SyncRound::on_push(const PushInfo& info, DecodedPush&& push, StepCon
       }
     }
   }
-  pending_[id] = std::move(push);
   w.last_step = static_cast<int64_t>(step);
-  w.last_request_id = info.request_id;
+  w.last_request_id = push.request_id;
+  pending_[id] = std::move(push);
   ++w.pushes;
   come_back(w, id, ctx.applied, ctx.log);
   if (pushed_++ == 0) first_push_ = info.now;
