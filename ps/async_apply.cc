@@ -8,30 +8,23 @@
 
 namespace qgrad::ps {
 
-StalenessCheck check_staleness(uint32_t worker, uint64_t step, uint64_t version,
-                               uint64_t applied, uint64_t max_staleness) {
+StalenessCheck check_staleness(uint32_t worker, uint64_t step, uint64_t version, uint64_t applied,
+                               uint64_t max_staleness) {
   StalenessCheck out;
   if (version > applied) {
     out.status = aborted(detail::concat("worker ", worker, "'s push was computed on version ",
                                         version, ", the server is at version ", applied,
-                                        " (it restarted "
-                                        "from an older checkpoint?): pull the current model and "
-                                        "continue"));
+                                        " (it restarted from an older checkpoint?): pull the "
+                                        "current model and continue"));
     return out;
   }
   out.staleness = applied - version;
   if (out.staleness > max_staleness) {
     out.too_stale = true;
-    out.status = aborted(detail::concat("stale push: worker ", worker, " step ", step,
-                                        " was "
-                                        "computed on version ",
-                                        version, ", the server is at version ", applied,
-                                        ": staleness ", out.staleness,
-                                        " exceeds "
-                                        "--max-staleness ",
-                                        max_staleness,
-                                        "; pull the "
-                                        "current model and continue"));
+    out.status = aborted(detail::concat(
+        "stale push: worker ", worker, " step ", step, " was computed on version ", version,
+        ", the server is at version ", applied, ": staleness ", out.staleness,
+        " exceeds --max-staleness ", max_staleness, "; pull the current model and continue"));
   }
   return out;
 }
@@ -44,17 +37,16 @@ CallStatus AsyncApply::screen(const PushInfo& info, const DecodedPush& push,
   for (size_t k = 0; k < push.aggregation.size(); ++k) {
     if (push.aggregation[k] == Aggregation::kMajorityVote) {
       return invalid(detail::concat("key ", k, " ('", shape[k].name,
-                                    "'): this payload's "
-                                    "codec aggregates by majority vote, which the asynchronous "
-                                    "mode cannot do (one push is no vote); use a mean codec "
-                                    "such as sign:scale=l1 or qsgd"));
+                                    "'): this payload's codec aggregates by majority vote, which "
+                                    "the asynchronous mode cannot do (one push is no vote); use "
+                                    "a mean codec such as sign:scale=l1 or qsgd"));
     }
   }
   if (!info.model_version) {
     return invalid(detail::concat("push of worker ", info.worker, " step ", info.step,
-                                  " does not say "
-                                  "which model version it was computed on (model_version), "
-                                  "which the asynchronous mode needs (an older client?)"));
+                                  " does not say which model version it was computed on "
+                                  "(model_version), which the asynchronous mode needs (an older "
+                                  "client?)"));
   }
   return call_ok();
 }
@@ -67,11 +59,8 @@ PushOutcome AsyncApply::on_push(const PushInfo& info, DecodedPush&& push, StepCo
   }
   if (static_cast<int64_t>(info.step) <= w.last_step) {
     return {precondition(detail::concat("worker ", id, " pushed step ", info.step,
-                                        " after its "
-                                        "step ",
-                                        w.last_step,
-                                        " (asynchronous mode: a worker's "
-                                        "steps only grow)"))};
+                                        " after its step ", w.last_step,
+                                        " (asynchronous mode: a worker's steps only grow)"))};
   }
   const StalenessCheck fresh =
       check_staleness(id, info.step, *info.model_version, ctx.applied, max_staleness_);

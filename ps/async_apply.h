@@ -30,8 +30,8 @@ struct StalenessCheck {
 };
 
 // The staleness rule, for a push of `worker`'s `step` computed on `version`.
-StalenessCheck check_staleness(uint32_t worker, uint64_t step, uint64_t version,
-                               uint64_t applied, uint64_t max_staleness);
+StalenessCheck check_staleness(uint32_t worker, uint64_t step, uint64_t version, uint64_t applied,
+                               uint64_t max_staleness);
 
 class AsyncApply final : public StepPolicy {
  public:

@@ -23,9 +23,8 @@ CallStatus admit_call(std::optional<std::string_view> authorization, std::string
     return {CallCode::kUnauthenticated, "wrong token"};
   }
   if (version != kServerProtocolVersion) {
-    return precondition(detail::concat("protocol version ", version,
-                                       " is not supported (server ", "speaks version ",
-                                       kServerProtocolVersion, ")"));
+    return precondition(detail::concat("protocol version ", version, " is not supported (server ",
+                                       "speaks version ", kServerProtocolVersion, ")"));
   }
   return call_ok();
 }

@@ -21,10 +21,10 @@
 #include <utility>
 #include <vector>
 
-#include "ps/server_stats.h"
-#include "ps/tls.h"  // read_pem_file, for the TLS flags of the client programs
 #include "core/error.h"
 #include "optim/optimizer.h"
+#include "ps/server_stats.h"
+#include "ps/tls.h"  // read_pem_file, for the TLS flags of the client programs
 
 namespace qgrad::ps {
 
@@ -82,7 +82,7 @@ struct PullResult {
   std::vector<std::vector<float>> params;
   bool update = false;
   std::vector<std::vector<std::byte>> updates;
-  uint64_t response_bytes = 0;             // the serialized response
+  uint64_t response_bytes = 0;  // the serialized response
 };
 
 class PsClient {

@@ -10,12 +10,10 @@ namespace qgrad::ps {
 Downlink::Downlink(const std::string& spec) {
   if (spec.empty()) return;
   codec_ = make_codec(spec);  // names a bad spec
-  QGRAD_CHECK(codec_->aggregation() == Aggregation::kMean,
-              "ParameterServer: downlink "
-              "codec '",
+  QGRAD_CHECK(codec_->aggregation() == Aggregation::kMean, "ParameterServer: downlink codec '",
               spec,
-              "' sends a majority vote of signs, which "
-              "does not estimate the update; use e.g. qsgd:bits=8 or sign:scale=l1");
+              "' sends a majority vote of signs, which does not estimate the update; use e.g. "
+              "qsgd:bits=8 or sign:scale=l1");
 }
 
 void Downlink::reset(const std::vector<std::vector<float>>& initial) {
@@ -46,8 +44,8 @@ void Downlink::encode(const std::vector<std::vector<float>>& params, uint64_t ap
 }
 
 bool Downlink::sends_update(bool has_model, uint64_t have_step, uint64_t applied) const {
-  return codec_ && has_model && update_step_ == applied && applied > 0 && have_step + 1 == applied &&
-         !update_.empty();
+  return codec_ && has_model && update_step_ == applied && applied > 0 &&
+         have_step + 1 == applied && !update_.empty();
 }
 
 }  // namespace qgrad::ps

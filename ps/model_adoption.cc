@@ -35,12 +35,12 @@ CallStatus adopt_registration(const Registration& reg, ServerModel& model) {
   const uint32_t id = reg.worker;
   const std::vector<ParamShape>& shape = reg.shape;
   if (shape.empty() || reg.initial.empty() || !reg.optimizer) {
-    return precondition(detail::concat(
-        "the server has no model yet: worker ", id,
-        "'s registration must carry the shape of "
-        "its keys, their initial values and the optimizer (it carries ",
-        shape.size(), " keys, ", reg.initial.size(), " initial tensors",
-        reg.optimizer ? "" : ", no optimizer", ")"));
+    return precondition(
+        detail::concat("the server has no model yet: worker ", id,
+                       "'s registration must carry the shape of its keys, their initial "
+                       "values and the optimizer (it carries ",
+                       shape.size(), " keys, ", reg.initial.size(), " initial tensors",
+                       reg.optimizer ? "" : ", no optimizer", ")"));
   }
   if (reg.initial.size() != shape.size()) {
     return invalid(detail::concat("worker ", id, " sends ", reg.initial.size(),
@@ -112,8 +112,7 @@ CallStatus compare_registration(const Registration& reg, const ServerModel& mode
     if (shape[k].name != model.shape[k].name || shape[k].size != model.shape[k].size) {
       return refuse(detail::concat("key ", k, ": worker ", id, " has '", shape[k].name, "' (",
                                    shape[k].size, " elements), the server holds '",
-                                   model.shape[k].name, "' (", model.shape[k].size,
-                                   " elements)"),
+                                   model.shape[k].name, "' (", model.shape[k].size, " elements)"),
                     model.source);
     }
   }

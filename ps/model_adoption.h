@@ -24,8 +24,8 @@
 #include <utility>
 #include <vector>
 
-#include "ps/call_status.h"
 #include "optim/optimizer.h"
+#include "ps/call_status.h"
 
 namespace qgrad::ps {
 

@@ -15,9 +15,9 @@
 #include <span>
 #include <vector>
 
-#include "ps/call_status.h"
 #include "core/codec.h"
 #include "optim/optimizer.h"
+#include "ps/call_status.h"
 
 namespace qgrad::ps {
 

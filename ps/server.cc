@@ -16,6 +16,7 @@
 #include <thread>
 #include <utility>
 
+#include "core/error.h"
 #include "ps/auth.h"
 #include "ps/call_status.h"
 #include "ps/downlink.h"
@@ -26,7 +27,6 @@
 #include "ps/step_policy.h"
 #include "ps/tls.h"
 #include "ps/worker_table.h"
-#include "core/error.h"
 
 namespace qgrad::ps {
 
@@ -37,15 +37,24 @@ namespace {
 
 grpc::StatusCode grpc_code(CallCode code) {
   switch (code) {
-    case CallCode::kOk: return grpc::StatusCode::OK;
-    case CallCode::kCancelled: return grpc::StatusCode::CANCELLED;
-    case CallCode::kInvalidArgument: return grpc::StatusCode::INVALID_ARGUMENT;
-    case CallCode::kNotFound: return grpc::StatusCode::NOT_FOUND;
-    case CallCode::kAlreadyExists: return grpc::StatusCode::ALREADY_EXISTS;
-    case CallCode::kFailedPrecondition: return grpc::StatusCode::FAILED_PRECONDITION;
-    case CallCode::kAborted: return grpc::StatusCode::ABORTED;
-    case CallCode::kUnauthenticated: return grpc::StatusCode::UNAUTHENTICATED;
-    case CallCode::kUnavailable: return grpc::StatusCode::UNAVAILABLE;
+    case CallCode::kOk:
+      return grpc::StatusCode::OK;
+    case CallCode::kCancelled:
+      return grpc::StatusCode::CANCELLED;
+    case CallCode::kInvalidArgument:
+      return grpc::StatusCode::INVALID_ARGUMENT;
+    case CallCode::kNotFound:
+      return grpc::StatusCode::NOT_FOUND;
+    case CallCode::kAlreadyExists:
+      return grpc::StatusCode::ALREADY_EXISTS;
+    case CallCode::kFailedPrecondition:
+      return grpc::StatusCode::FAILED_PRECONDITION;
+    case CallCode::kAborted:
+      return grpc::StatusCode::ABORTED;
+    case CallCode::kUnauthenticated:
+      return grpc::StatusCode::UNAUTHENTICATED;
+    case CallCode::kUnavailable:
+      return grpc::StatusCode::UNAVAILABLE;
   }
   return grpc::StatusCode::UNKNOWN;
 }
@@ -123,8 +132,8 @@ class ParameterServer::Impl final : public v1::ParameterServer::Service {
         resumed_from_ = applied_;
         checkpoint_step_ = applied_;
         if (options_.log) {
-          options_.log(detail::concat("resumed from the checkpoint ", checkpoint_path_,
-                                      " at step ", applied_));
+          options_.log(detail::concat("resumed from the checkpoint ", checkpoint_path_, " at step ",
+                                      applied_));
         }
       }
     }
@@ -311,10 +320,8 @@ class ParameterServer::Impl final : public v1::ParameterServer::Service {
     adopt_run(reg, run_);
     WorkerState& w = workers_[id];
     if (w.registered && options_.log) {
-      options_.log(detail::concat("worker ", id,
-                                  " registered again (restarted?); it continues at "
-                                  "step ",
-                                  applied_));
+      options_.log(detail::concat(
+          "worker ", id, " registered again (restarted?); it continues at step ", applied_));
     }
     w.registered = true;
     come_back(w, id, applied_, options_.log);
@@ -405,8 +412,7 @@ class ParameterServer::Impl final : public v1::ParameterServer::Service {
     }
   }
 
-  CallStatus do_pull(grpc::ServerContext* ctx, const v1::PullRequest& req,
-                     v1::PullResponse* resp) {
+  CallStatus do_pull(grpc::ServerContext* ctx, const v1::PullRequest& req, v1::PullResponse* resp) {
     const uint32_t id = req.worker_id();
     if (CallStatus s = check_worker_id(id, options_.workers); !s.ok()) return s;
     std::unique_lock lock(mu_);

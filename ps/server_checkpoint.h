@@ -21,11 +21,11 @@
 #include <string>
 #include <vector>
 
+#include "core/checkpoint.h"
+#include "optim/optimizer.h"
 #include "ps/downlink.h"
 #include "ps/model_adoption.h"
 #include "ps/server_options.h"
-#include "core/checkpoint.h"
-#include "optim/optimizer.h"
 
 namespace qgrad::ps {
 

@@ -6,8 +6,7 @@ namespace qgrad::ps {
 
 void check_server_options(const ServerOptions& options) {
   QGRAD_CHECK(!options.token.empty(), "ParameterServer: the token must not be empty");
-  QGRAD_CHECK(options.workers >= 1, "ParameterServer: workers must be >= 1, got ",
-              options.workers);
+  QGRAD_CHECK(options.workers >= 1, "ParameterServer: workers must be >= 1, got ", options.workers);
   QGRAD_CHECK(options.max_message_bytes >= 1024 && options.max_message_bytes <= (1u << 31) - 1,
               "ParameterServer: max_message_bytes must be in [1024, 2^31), got ",
               options.max_message_bytes);
@@ -22,24 +21,23 @@ void check_server_options(const ServerOptions& options) {
     // Sync-only machinery: a quorum completes a step, the downlink keeps one copy of the
     // workers' model; in async mode there are no steps to complete and no shared copy.
     QGRAD_CHECK(options.timeout.count() == 0 && options.quorum == 0,
-                "ParameterServer: "
-                "--timeout and --quorum are for the synchronous mode (async mode applies each "
-                "push when it arrives and waits for nobody)");
+                "ParameterServer: --timeout and --quorum are for the synchronous mode (async mode "
+                "applies each push when it arrives and waits for nobody)");
     QGRAD_CHECK(options.downlink_codec.empty(),
-                "ParameterServer: --downlink-codec needs "
-                "the synchronous mode: the server keeps one copy of the workers' model, and "
-                "asynchronous workers hold different versions");
+                "ParameterServer: --downlink-codec needs the synchronous mode: the server keeps "
+                "one copy of the workers' model, and asynchronous workers hold different "
+                "versions");
   } else {
     QGRAD_CHECK(options.max_staleness == UINT64_MAX,
-                "ParameterServer: --max-staleness is "
-                "for the asynchronous mode (--mode async)");
+                "ParameterServer: --max-staleness is for the asynchronous mode (--mode async)");
   }
 }
 
 void check_given_model(const ServerOptions& options) {
   if (options.shape.empty()) return;
-  QGRAD_CHECK(options.initial.size() == options.shape.size(), "ParameterServer: ",
-              options.initial.size(), " initial tensors for ", options.shape.size(), " keys");
+  QGRAD_CHECK(options.initial.size() == options.shape.size(),
+              "ParameterServer: ", options.initial.size(), " initial tensors for ",
+              options.shape.size(), " keys");
   for (size_t k = 0; k < options.shape.size(); ++k) {
     QGRAD_CHECK(options.initial[k].size() == options.shape[k].size,
                 "ParameterServer: initial value of key ", k, " ('", options.shape[k].name,

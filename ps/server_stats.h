@@ -17,9 +17,9 @@ struct ServerStats {
   uint64_t parameters = 0;  // elements over every key
   size_t keys = 0;
   uint64_t applied_steps = 0;
-  uint64_t bytes_in = 0;   // serialized requests of the calls that succeeded
-  uint64_t bytes_out = 0;  // serialized responses of the calls that succeeded
-  uint64_t rejected = 0;   // calls refused, for any reason
+  uint64_t bytes_in = 0;         // serialized requests of the calls that succeeded
+  uint64_t bytes_out = 0;        // serialized responses of the calls that succeeded
+  uint64_t rejected = 0;         // calls refused, for any reason
   uint64_t quorum_steps = 0;     // applied without every worker (after the timeout)
   uint64_t checkpoint_step = 0;  // the latest checkpoint written or resumed from (0: none)
   uint64_t resumed_from = 0;     // the checkpoint's step this server started from (0: none)

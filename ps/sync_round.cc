@@ -50,10 +50,10 @@ PushOutcome SyncRound::on_push(const PushInfo& info, DecodedPush&& push, StepCon
                                         " (synchronous mode)"))};
   }
   if (pending_[id].present) {
-    return {{CallCode::kAlreadyExists,
-             detail::concat("worker ", id, " already pushed step ", step, " with request id ",
-                            pending_[id].request_id, "; this push has request id ",
-                            push.request_id)}};
+    return {
+        {CallCode::kAlreadyExists,
+         detail::concat("worker ", id, " already pushed step ", step, " with request id ",
+                        pending_[id].request_id, "; this push has request id ", push.request_id)}};
   }
   for (uint32_t o = 0; o < workers_; ++o) {
     const DecodedPush& other = pending_[o];
@@ -65,12 +65,10 @@ PushOutcome SyncRound::on_push(const PushInfo& info, DecodedPush&& push, StepCon
     }
     for (size_t k = 0; k < push.aggregation.size(); ++k) {
       if (other.aggregation[k] != push.aggregation[k]) {
-        return {invalid(detail::concat("key ", k, " ('", ctx.model.shape[k].name,
-                                       "'): this payload's codec aggregates by ",
-                                       aggregation_name(push.aggregation[k]),
-                                       ", another worker's by ",
-                                       aggregation_name(other.aggregation[k]),
-                                       " in the same step"))};
+        return {invalid(detail::concat(
+            "key ", k, " ('", ctx.model.shape[k].name, "'): this payload's codec aggregates by ",
+            aggregation_name(push.aggregation[k]), ", another worker's by ",
+            aggregation_name(other.aggregation[k]), " in the same step"))};
       }
     }
   }
@@ -98,8 +96,7 @@ bool SyncRound::on_timer(StepContext& ctx, SteadyTime now) {
   if (ctx.log) {
     ctx.log(detail::concat("step ", ctx.applied, " has waited ", seconds(now - first_push_),
                            " s: ", pushed_, " of ", workers_, " workers pushed, the quorum is ",
-                           quorum_, "; missing workers ", id_list(missing()),
-                           "; still waiting"));
+                           quorum_, "; missing workers ", id_list(missing()), "; still waiting"));
   }
   return false;
 }

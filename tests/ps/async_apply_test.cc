@@ -17,8 +17,9 @@ using namespace testing_parts;
 constexpr float kLr = 0.1f;
 
 DecodedPush push_of(uint32_t r, uint64_t step, const std::string& codec = "qsgd:bits=4") {
-  return decoded_push(encode(*make_codec(codec), random_tensors(50 * r + static_cast<uint32_t>(step)), r, step),
-                      kLr, step);
+  return decoded_push(
+      encode(*make_codec(codec), random_tensors(50 * r + static_cast<uint32_t>(step)), r, step),
+      kLr, step);
 }
 
 TestPushInfo versioned(uint32_t worker, uint64_t step, uint64_t version) {
@@ -60,8 +61,8 @@ TEST(AsyncApply, EachPushIsAppliedAloneAsAOneWorkerShareOfTheMean) {
     Tensors want = f.model.params;
     for (size_t k = 0; k < want.size(); ++k) {
       for (size_t j = 0; j < want[k].size(); ++j) {
-        const float a = workers > 1 ? p.decoded[k][j] / static_cast<float>(workers)
-                                    : p.decoded[k][j];
+        const float a =
+            workers > 1 ? p.decoded[k][j] / static_cast<float>(workers) : p.decoded[k][j];
         want[k][j] = want[k][j] - a;  // SGD
       }
     }
@@ -87,7 +88,7 @@ TEST(AsyncApply, CountsAppliedAndStalePushesAndTheirStaleness) {
   ASSERT_TRUE(offer(policy, versioned(0, 0, 0), push_of(0, 0), ctx).status.ok());  // 0
   ASSERT_TRUE(offer(policy, versioned(1, 0, 0), push_of(1, 0), ctx).status.ok());  // 1
   const PushOutcome stale = offer(policy, versioned(0, 1, 0), push_of(0, 1), ctx);
-  EXPECT_EQ(stale.status.code, CallCode::kAborted);                                 // 2
+  EXPECT_EQ(stale.status.code, CallCode::kAborted);  // 2
   EXPECT_FALSE(stale.applied);
   ASSERT_TRUE(offer(policy, versioned(0, 1, 1), push_of(0, 1), ctx).status.ok());  // 1
   EXPECT_EQ(f.applied, 3u);

@@ -5,19 +5,19 @@
 #include <cstddef>
 #include <cstdint>
 #include <random>
-#include <stdexcept>
 #include <span>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
+#include "core/codec.h"
+#include "core/codec_registry.h"
+#include "core/wire.h"
 #include "ps/model_adoption.h"
 #include "ps/push_decoder.h"
 #include "ps/server_options.h"
 #include "ps/step_policy.h"
 #include "ps/worker_table.h"
-#include "core/codec.h"
-#include "core/codec_registry.h"
-#include "core/wire.h"
 
 namespace qgrad::ps::testing_parts {
 

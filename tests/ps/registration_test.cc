@@ -96,8 +96,9 @@ TEST(Registration, ALaterRegistrationIsRefusedNamingTheFirstDifference) {
   Registration seed = registration(2, initial);
   seed.run[1].second = "8";
   expect_refusal(compare_registration(seed, model, run), CallCode::kFailedPrecondition,
-                 prefix + "run.seed: worker 2 has '8', the server's run has '7' (adopted from "
-                          "worker 0)");
+                 prefix +
+                     "run.seed: worker 2 has '8', the server's run has '7' (adopted from "
+                     "worker 0)");
   Registration missing = registration(2, initial);
   missing.run.pop_back();
   expect_refusal(compare_registration(missing, model, run), CallCode::kFailedPrecondition,
@@ -105,23 +106,27 @@ TEST(Registration, ALaterRegistrationIsRefusedNamingTheFirstDifference) {
   Registration extra = registration(2, initial);
   extra.run.emplace_back("codec", "qsgd");
   expect_refusal(compare_registration(extra, model, run), CallCode::kFailedPrecondition,
-                 prefix + "run.codec: worker 2 has 'qsgd', the server's run has no such field "
-                          "(adopted from worker 0)");
+                 prefix +
+                     "run.codec: worker 2 has 'qsgd', the server's run has no such field "
+                     "(adopted from worker 0)");
   Registration momentum = registration(2, initial);
   momentum.optimizer->momentum = 0.5f;
   expect_refusal(compare_registration(momentum, model, run), CallCode::kFailedPrecondition,
-                 prefix + "optimizer.momentum: worker 2 sends 0.5, the server runs 0 (adopted "
-                          "from worker 0)");
+                 prefix +
+                     "optimizer.momentum: worker 2 sends 0.5, the server runs 0 (adopted "
+                     "from worker 0)");
   Registration key = registration(2, initial);
   key.shape[1].name = "bias";
   expect_refusal(compare_registration(key, model, run), CallCode::kFailedPrecondition,
-                 prefix + "key 1: worker 2 has 'bias' (5 elements), the server holds 'b' (5 "
-                          "elements) (adopted from worker 0)");
+                 prefix +
+                     "key 1: worker 2 has 'bias' (5 elements), the server holds 'b' (5 "
+                     "elements) (adopted from worker 0)");
   const Tensors other = random_tensors(4);
   expect_refusal(compare_registration(registration(2, other), model, run),
                  CallCode::kFailedPrecondition,
-                 prefix + "initial values: worker 2's differ from the adopted ones (another "
-                          "--seed or model initialisation?) (adopted from worker 0)");
+                 prefix +
+                     "initial values: worker 2's differ from the adopted ones (another "
+                     "--seed or model initialisation?) (adopted from worker 0)");
   // Without initial values or optimizer a registration is compared on the rest only.
   Registration slim = registration(2, initial);
   slim.initial.clear();

@@ -60,7 +60,8 @@ struct Saved {
     for (uint32_t step = 0; step < applied; ++step) {
       model.optimizer->begin_update();
       const Tensors a = random_tensors(22 + step, 0.1f);
-      for (size_t k = 0; k < a.size(); ++k) model.optimizer->update(k, model.params[k], a[k], 0.01f);
+      for (size_t k = 0; k < a.size(); ++k)
+        model.optimizer->update(k, model.params[k], a[k], 0.01f);
     }
     run.adopted = true;
     run.fields = {{"model", "mlp"}, {"seed", "7"}};
@@ -171,7 +172,8 @@ TEST(ServerCheckpoint, AnEarlierServersTextScalarsResumeToTheSameState) {
   const Tensors a = random_tensors(40, 0.1f);
   for (Resumed* r : {&from_text, &from_real}) {
     r->model.optimizer->begin_update();
-    for (size_t k = 0; k < a.size(); ++k) r->model.optimizer->update(k, r->model.params[k], a[k], 0.01f);
+    for (size_t k = 0; k < a.size(); ++k)
+      r->model.optimizer->update(k, r->model.params[k], a[k], 0.01f);
   }
   EXPECT_TRUE(same_bits(from_text.model.params, from_real.model.params));
 }

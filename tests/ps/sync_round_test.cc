@@ -38,8 +38,8 @@ Tensors step_in_order(uint32_t workers, const std::vector<uint32_t>& order) {
   SyncRound round(options(workers));
   for (size_t i = 0; i < order.size(); ++i) {
     StepContext ctx = f.context();
-    const PushOutcome out = offer(round, push_info(order[i], 0, order[i]), push_of(order[i], 0),
-                                          ctx);
+    const PushOutcome out =
+        offer(round, push_info(order[i], 0, order[i]), push_of(order[i], 0), ctx);
     EXPECT_TRUE(out.status.ok()) << out.status.message;
     EXPECT_EQ(out.applied, i + 1 == order.size());
   }
@@ -220,10 +220,11 @@ TEST(SyncRound, WithoutAQuorumTheStepWaitsAndIsReportedOncePerTimeout) {
   EXPECT_FALSE(round.on_timer(ctx, t0 + milliseconds(150)));
   EXPECT_FALSE(round.on_timer(ctx, t0 + milliseconds(200)));
   EXPECT_EQ(f.applied, 0u);
-  EXPECT_THAT(f.lines, testing::ElementsAre("step 0 has waited 0.1 s: 1 of 3 workers pushed, "
-                                            "the quorum is 2; missing workers 1, 2; still waiting",
-                                            "step 0 has waited 0.2 s: 1 of 3 workers pushed, "
-                                            "the quorum is 2; missing workers 1, 2; still waiting"));
+  EXPECT_THAT(f.lines,
+              testing::ElementsAre("step 0 has waited 0.1 s: 1 of 3 workers pushed, "
+                                   "the quorum is 2; missing workers 1, 2; still waiting",
+                                   "step 0 has waited 0.2 s: 1 of 3 workers pushed, "
+                                   "the quorum is 2; missing workers 1, 2; still waiting"));
   EXPECT_EQ(round.pushed(), 1u);
 }
 
