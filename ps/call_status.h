@@ -1,6 +1,6 @@
 // CallStatus: how the parameter server's parts answer a call: a code and a message naming what
-// was wrong. Only the service glue (ps/server.cc) maps it to grpc::Status, so that every other
-// part of the server is free of gRPC and can be tested without one.
+// was wrong. Only the service glue maps it to grpc::Status (ps/server_proto.h), so that every
+// other part of the server is free of gRPC and can be tested without one.
 //
 // The codes are the gRPC codes the server answers with; what a worker does on each is its
 // contract with the server (ps/client.h, ps/worker.h):

@@ -1,8 +1,7 @@
-// The gRPC service glue of the ParameterServer (see server.h): requests in, the parts' answers
-// out as grpc::Status, under one mutex.
+// The gRPC service glue of the ParameterServer (see server.h): each handler admits the call,
+// hands the request to the parts under the one mutex (decoding a push outside it), and answers
+// with what they return (ps/server_proto.h translates).
 #include "ps/server.h"
-
-#include <grpcpp/grpcpp.h>
 
 #include <bit>
 #include <chrono>
@@ -21,11 +20,10 @@
 #include "ps/call_status.h"
 #include "ps/downlink.h"
 #include "ps/model_adoption.h"
-#include "ps/ps.grpc.pb.h"
 #include "ps/push_decoder.h"
 #include "ps/server_checkpoint.h"
+#include "ps/server_proto.h"
 #include "ps/step_policy.h"
-#include "ps/tls.h"
 #include "ps/worker_table.h"
 
 namespace qgrad::ps {
@@ -34,76 +32,6 @@ namespace qgrad::ps {
 static_assert(std::endian::native == std::endian::little);
 
 namespace {
-
-grpc::StatusCode grpc_code(CallCode code) {
-  switch (code) {
-    case CallCode::kOk:
-      return grpc::StatusCode::OK;
-    case CallCode::kCancelled:
-      return grpc::StatusCode::CANCELLED;
-    case CallCode::kInvalidArgument:
-      return grpc::StatusCode::INVALID_ARGUMENT;
-    case CallCode::kNotFound:
-      return grpc::StatusCode::NOT_FOUND;
-    case CallCode::kAlreadyExists:
-      return grpc::StatusCode::ALREADY_EXISTS;
-    case CallCode::kFailedPrecondition:
-      return grpc::StatusCode::FAILED_PRECONDITION;
-    case CallCode::kAborted:
-      return grpc::StatusCode::ABORTED;
-    case CallCode::kUnauthenticated:
-      return grpc::StatusCode::UNAUTHENTICATED;
-    case CallCode::kUnavailable:
-      return grpc::StatusCode::UNAVAILABLE;
-  }
-  return grpc::StatusCode::UNKNOWN;
-}
-
-grpc::Status to_grpc(const CallStatus& s) {
-  if (s.ok()) return grpc::Status::OK;
-  return grpc::Status(grpc_code(s.code), s.message);
-}
-
-std::span<const std::byte> as_bytes(const std::string& s) {
-  return {reinterpret_cast<const std::byte*>(s.data()), s.size()};
-}
-
-OptimizerOptions from_proto(const v1::OptimizerConfig& c) {
-  OptimizerOptions o;
-  o.name = c.name();
-  o.momentum = c.momentum();
-  o.nesterov = c.nesterov();
-  o.worker_momentum = c.worker_momentum();
-  o.weight_decay = c.weight_decay();
-  o.beta1 = c.beta1();
-  o.beta2 = c.beta2();
-  o.eps = c.eps();
-  return o;
-}
-
-// Views into `req`: valid while it is.
-Registration registration_of(const v1::RegisterRequest& req) {
-  Registration reg;
-  reg.worker = req.worker_id();
-  for (const v1::ParamShape& p : req.shape()) reg.shape.push_back({p.name(), p.size()});
-  for (const std::string& bytes : req.initial()) reg.initial.emplace_back(bytes);
-  if (req.has_optimizer()) reg.optimizer = from_proto(req.optimizer());
-  for (const v1::RunField& f : req.run()) reg.run.emplace_back(f.key(), f.value());
-  return reg;
-}
-
-// Plaintext, TLS, or mutual TLS (ps/tls.h).
-std::shared_ptr<grpc::ServerCredentials> credentials(const ServerOptions& options) {
-  const ServerTls tls = load_server_tls(options.tls_cert, options.tls_key, options.tls_ca);
-  if (!tls.enabled) return grpc::InsecureServerCredentials();
-  grpc::SslServerCredentialsOptions ssl;
-  ssl.pem_key_cert_pairs.push_back({tls.key_pem, tls.cert_pem});
-  if (!tls.client_ca_pem.empty()) {
-    ssl.pem_root_certs = tls.client_ca_pem;
-    ssl.client_certificate_request = GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
-  }
-  return grpc::SslServerCredentials(ssl);
-}
 
 ServerOptions checked(ServerOptions options) {
   check_server_options(options);
@@ -139,7 +67,7 @@ class ParameterServer::Impl final : public v1::ParameterServer::Service {
     }
 
     grpc::ServerBuilder builder;
-    builder.AddListeningPort(options_.listen, credentials(options_), &port_);
+    builder.AddListeningPort(options_.listen, server_credentials(options_), &port_);
     builder.RegisterService(this);
     builder.SetMaxReceiveMessageSize(static_cast<int>(options_.max_message_bytes));
     server_ = builder.BuildAndStart();
@@ -226,29 +154,7 @@ class ParameterServer::Impl final : public v1::ParameterServer::Service {
     if (auto s = admit(ctx, req->version()); !s.ok()) return s;
     {
       std::lock_guard lock(mu_);
-      const ServerStats s = snapshot();
-      resp->set_applied_steps(s.applied_steps);
-      resp->set_world_size(options_.workers);
-      for (uint32_t w = 0; w < options_.workers; ++w) {
-        v1::WorkerStatus* ws = resp->add_workers();
-        ws->set_worker_id(w);
-        ws->set_registered(s.registered[w]);
-        ws->set_last_pushed_step(s.last_pushed_step[w]);
-        ws->set_pushes(s.pushes[w]);
-        ws->set_duplicates(s.duplicates[w]);
-        ws->set_missed(s.missed[w]);
-      }
-      resp->set_quorum_steps(s.quorum_steps);
-      resp->set_checkpoint_step(s.checkpoint_step);
-      resp->set_async_applied(s.async_applied);
-      resp->set_stale_refused(s.stale_refused);
-      resp->set_staleness_max(s.staleness_max);
-      resp->set_staleness_mean(s.async_applied > 0 ? static_cast<double>(s.staleness_sum) /
-                                                         static_cast<double>(s.async_applied)
-                                                   : 0.0);
-      resp->set_bytes_in(s.bytes_in);
-      resp->set_bytes_out(s.bytes_out);
-      resp->set_rejected(s.rejected);
+      fill_status(snapshot(), options_.workers, resp);
     }
     account(grpc::Status::OK, req->ByteSizeLong(), resp->ByteSizeLong());
     return grpc::Status::OK;
@@ -352,13 +258,9 @@ class ParameterServer::Impl final : public v1::ParameterServer::Service {
       if (!workers_[id].registered) return unregistered(id, "pushed");
     }
     if (CallStatus s = check_push_lr(id, req.step(), req.lr()); !s.ok()) return s;
-    std::vector<KeyPayloadView> payloads;
-    payloads.reserve(static_cast<size_t>(req.payloads_size()));
-    for (const v1::KeyPayload& kp : req.payloads()) {
-      payloads.push_back({kp.key(), as_bytes(kp.payload())});
-    }
     DecodedPush push;
-    if (CallStatus s = decode_push(id, req.step(), payloads, model_.shape, push); !s.ok()) {
+    if (CallStatus s = decode_push(id, req.step(), payload_views(req), model_.shape, push);
+        !s.ok()) {
       return s;
     }
     push.present = true;

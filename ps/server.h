@@ -14,6 +14,7 @@
 //                           or ps/async_apply.h (ServerOptions::async; staleness bound)
 //   ps/downlink.h           pulls that carry an encoded update (ServerOptions::downlink_codec)
 //   ps/server_checkpoint.h  checkpoints and resuming from them
+//   ps/server_proto.h       gRPC / ps.proto to and from the parts' plain types
 // This class is the gRPC service glue between them: every call is admitted (UNAUTHENTICATED or
 // FAILED_PRECONDITION before anything of the request is looked at), then answered by the parts,
 // and counted in ServerStats (ps/server_stats.h).
