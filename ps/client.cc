@@ -7,11 +7,11 @@
 #include <cmath>
 #include <cstring>
 #include <fstream>
-#include <iterator>
 #include <sstream>
 #include <utility>
 
 #include "ps/ps.grpc.pb.h"
+#include "ps/tls.h"
 
 namespace qgrad::ps {
 
@@ -31,7 +31,8 @@ std::string read_token_file(const std::string& path) {
   QGRAD_CHECK(!token.empty(), "--token-file: '", path, "' holds no token");
   for (const char c : token) {
     const auto u = static_cast<unsigned char>(c);
-    QGRAD_CHECK(u > 0x20 && u < 0x7f, "--token-file: '", path, "': the token must be printable "
+    QGRAD_CHECK(u > 0x20 && u < 0x7f, "--token-file: '", path,
+                "': the token must be printable "
                 "ASCII without spaces (it travels in an HTTP/2 header)");
   }
   return token;
@@ -39,24 +40,42 @@ std::string read_token_file(const std::string& path) {
 
 const char* status_code_name(grpc::StatusCode code) {
   switch (code) {
-    case grpc::StatusCode::OK: return "OK";
-    case grpc::StatusCode::CANCELLED: return "CANCELLED";
-    case grpc::StatusCode::UNKNOWN: return "UNKNOWN";
-    case grpc::StatusCode::INVALID_ARGUMENT: return "INVALID_ARGUMENT";
-    case grpc::StatusCode::DEADLINE_EXCEEDED: return "DEADLINE_EXCEEDED";
-    case grpc::StatusCode::NOT_FOUND: return "NOT_FOUND";
-    case grpc::StatusCode::ALREADY_EXISTS: return "ALREADY_EXISTS";
-    case grpc::StatusCode::PERMISSION_DENIED: return "PERMISSION_DENIED";
-    case grpc::StatusCode::UNAUTHENTICATED: return "UNAUTHENTICATED";
-    case grpc::StatusCode::RESOURCE_EXHAUSTED: return "RESOURCE_EXHAUSTED";
-    case grpc::StatusCode::FAILED_PRECONDITION: return "FAILED_PRECONDITION";
-    case grpc::StatusCode::ABORTED: return "ABORTED";
-    case grpc::StatusCode::OUT_OF_RANGE: return "OUT_OF_RANGE";
-    case grpc::StatusCode::UNIMPLEMENTED: return "UNIMPLEMENTED";
-    case grpc::StatusCode::INTERNAL: return "INTERNAL";
-    case grpc::StatusCode::UNAVAILABLE: return "UNAVAILABLE";
-    case grpc::StatusCode::DATA_LOSS: return "DATA_LOSS";
-    default: return "UNKNOWN_STATUS_CODE";
+    case grpc::StatusCode::OK:
+      return "OK";
+    case grpc::StatusCode::CANCELLED:
+      return "CANCELLED";
+    case grpc::StatusCode::UNKNOWN:
+      return "UNKNOWN";
+    case grpc::StatusCode::INVALID_ARGUMENT:
+      return "INVALID_ARGUMENT";
+    case grpc::StatusCode::DEADLINE_EXCEEDED:
+      return "DEADLINE_EXCEEDED";
+    case grpc::StatusCode::NOT_FOUND:
+      return "NOT_FOUND";
+    case grpc::StatusCode::ALREADY_EXISTS:
+      return "ALREADY_EXISTS";
+    case grpc::StatusCode::PERMISSION_DENIED:
+      return "PERMISSION_DENIED";
+    case grpc::StatusCode::UNAUTHENTICATED:
+      return "UNAUTHENTICATED";
+    case grpc::StatusCode::RESOURCE_EXHAUSTED:
+      return "RESOURCE_EXHAUSTED";
+    case grpc::StatusCode::FAILED_PRECONDITION:
+      return "FAILED_PRECONDITION";
+    case grpc::StatusCode::ABORTED:
+      return "ABORTED";
+    case grpc::StatusCode::OUT_OF_RANGE:
+      return "OUT_OF_RANGE";
+    case grpc::StatusCode::UNIMPLEMENTED:
+      return "UNIMPLEMENTED";
+    case grpc::StatusCode::INTERNAL:
+      return "INTERNAL";
+    case grpc::StatusCode::UNAVAILABLE:
+      return "UNAVAILABLE";
+    case grpc::StatusCode::DATA_LOSS:
+      return "DATA_LOSS";
+    default:
+      return "UNKNOWN_STATUS_CODE";
   }
 }
 
@@ -67,15 +86,6 @@ struct PsClient::Connection {
   std::unique_ptr<v1::ParameterServer::Stub> rpc;
 };
 
-std::string read_pem_file(const std::string& path, const char* flag) {
-  std::ifstream f(path, std::ios::binary);
-  QGRAD_CHECK(f.good(), flag, ": cannot read '", path, "'");
-  std::string pem((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-  QGRAD_CHECK(pem.find("-----BEGIN ") != std::string::npos, flag, ": '", path,
-              "' holds no PEM block (-----BEGIN ...)");
-  return pem;
-}
-
 PsClient::PsClient(std::string address, std::string token, uint32_t worker_id,
                    ClientOptions options)
     : address_(std::move(address)),
@@ -85,8 +95,8 @@ PsClient::PsClient(std::string address, std::string token, uint32_t worker_id,
       conn_(std::make_unique<Connection>()) {
   QGRAD_CHECK(!address_.empty(), "PsClient: empty server address");
   grpc::ChannelArguments args;
-  args.SetMaxReceiveMessageSize(static_cast<int>(std::min<size_t>(options_.max_receive_bytes,
-                                                                  (1u << 31) - 1)));
+  args.SetMaxReceiveMessageSize(
+      static_cast<int>(std::min<size_t>(options_.max_receive_bytes, (1u << 31) - 1)));
   // Sending is bounded by the server, which refuses oversize requests itself.
   args.SetMaxSendMessageSize(-1);
   std::shared_ptr<grpc::ChannelCredentials> credentials = grpc::InsecureChannelCredentials();
@@ -224,8 +234,7 @@ PullResult PsClient::pull(uint64_t step, std::optional<uint64_t> have_step) {
       if (kv.key() >= out.updates.size() || bytes.empty()) {
         throw CommError(detail::concat("parameter server ", address_, ": ", call,
                                        " returned an update for key ", kv.key(), " of ",
-                                       bytes.size(), " bytes among ", out.updates.size(),
-                                       " keys"));
+                                       bytes.size(), " bytes among ", out.updates.size(), " keys"));
       }
       const auto* p = reinterpret_cast<const std::byte*>(bytes.data());
       out.updates[kv.key()].assign(p, p + bytes.size());
@@ -236,8 +245,8 @@ PullResult PsClient::pull(uint64_t step, std::optional<uint64_t> have_step) {
     const std::string& bytes = kv.values();
     if (kv.key() >= out.params.size() || bytes.size() % sizeof(float) != 0 ||
         (!shape_.empty() && bytes.size() / sizeof(float) != shape_[kv.key()].size)) {
-      throw CommError(detail::concat("parameter server ", address_, ": ", call,
-                                     " returned key ", kv.key(), " with ", bytes.size(),
+      throw CommError(detail::concat("parameter server ", address_, ": ", call, " returned key ",
+                                     kv.key(), " with ", bytes.size(),
                                      " bytes, which does not match the registered shape"));
     }
     std::vector<float>& v = out.params[kv.key()];

@@ -21,9 +21,10 @@
 #include <utility>
 #include <vector>
 
-#include "ps/server.h"
 #include "core/error.h"
 #include "optim/optimizer.h"
+#include "ps/server_stats.h"
+#include "ps/tls.h"  // read_pem_file, for the TLS flags of the client programs
 
 namespace qgrad::ps {
 
@@ -53,10 +54,6 @@ struct ClientOptions {
   std::string tls_ca, tls_cert, tls_key;
 };
 
-// The content of a PEM file; InvalidArgument naming the flag and the file when it cannot be read
-// or holds no PEM block.
-std::string read_pem_file(const std::string& path, const char* flag);
-
 // What a registration may carry besides the shape, for a server that adopts its model from
 // the first worker (qgrad-ps): see ParameterServer (ps/server.h).
 struct RegisterModel {
@@ -85,7 +82,7 @@ struct PullResult {
   std::vector<std::vector<float>> params;
   bool update = false;
   std::vector<std::vector<std::byte>> updates;
-  uint64_t response_bytes = 0;             // the serialized response
+  uint64_t response_bytes = 0;  // the serialized response
 };
 
 class PsClient {

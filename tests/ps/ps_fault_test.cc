@@ -1,6 +1,6 @@
-// The parameter server's fault tolerance over loopback (issue 5, slice 3): the quorum after the
-// timeout, late pushes, rejoining, checkpoints and resuming, and clients that misbehave at the
-// TCP level. Servers and clients in one process.
+// The parameter server's fault tolerance over loopback: the quorum after the timeout, late
+// pushes, rejoining, checkpoints and resuming, and clients that misbehave at the TCP level.
+// Servers and clients in one process.
 #include <arpa/inet.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>

@@ -1,4 +1,5 @@
-// The parameter server's first slice over loopback: servers and clients in one process.
+// The parameter server over loopback: synchronous and asynchronous steps, idempotent pushes,
+// authentication, refusals of bad requests and options. Servers and clients in one process.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 

@@ -1,4 +1,4 @@
-// Helpers shared by the parameter-server tests in tests/comm.
+// Helpers shared by the parameter-server tests that run servers (ps_test.cc, ps_fault_test.cc).
 #pragma once
 
 #include <gmock/gmock.h>
