@@ -36,8 +36,8 @@ struct Row {
 }  // namespace
 
 std::vector<std::string> default_allreduce_specs() {
-  return {"none", "fp16", "qsgd", "qsgd:bits=2,bucket=128", "int8", "zipml",
-          "sign", "sign:scale=l1", "terngrad", "topk"};
+  return {"none",          "fp16",     "qsgd", "qsgd:bits=2,bucket=128", "int8", "zipml", "sign",
+          "sign:scale=l1", "terngrad", "topk"};
 }
 
 void run_allreduce_bench(const AllreduceBenchOptions& options) {
@@ -62,8 +62,9 @@ void run_allreduce_bench(const AllreduceBenchOptions& options) {
   QGRAD_CHECK(options.repetitions >= 1, "--reps must be at least 1");
 
   if (lead && !options.json) {
-    std::printf("qgrad-bench allreduce: %d ranks, median of %d (after one warm-up), codec threads %d\n",
-                world, options.repetitions, options.threads);
+    std::printf(
+        "qgrad-bench allreduce: %d ranks, median of %d (after one warm-up), codec threads %d\n",
+        world, options.repetitions, options.threads);
     std::printf("%-54s %-15s %10s %10s %13s %13s %9s\n", "codec", "strategy", "size", "seconds",
                 "sent/rank", "recv/rank", "speedup");
   }

@@ -11,11 +11,11 @@
 namespace qgrad::bench {
 
 struct AllreduceBenchOptions {
-  std::vector<size_t> sizes = {25'000'000};  // elements per bucket (25M floats = 100 MB)
-  std::vector<std::string> specs;            // empty: default_allreduce_specs()
+  std::vector<size_t> sizes = {25'000'000};        // elements per bucket (25M floats = 100 MB)
+  std::vector<std::string> specs;                  // empty: default_allreduce_specs()
   std::vector<std::string> strategies = {"auto"};  // "auto", "allgather", ... or "all"
-  int repetitions = 3;                       // timed runs after one warm-up; the median is kept
-  int threads = 1;                           // codec threads per rank
+  int repetitions = 3;  // timed runs after one warm-up; the median is kept
+  int threads = 1;      // codec threads per rank
   bool json = false;
 };
 

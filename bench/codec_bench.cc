@@ -33,11 +33,22 @@ void consume(const void* p) { asm volatile("" : : "r"(p) : "memory"); }
 }  // namespace
 
 std::vector<std::string> default_bench_specs() {
-  return {"none",         "fp16",          "bf16",         "qsgd",
-          "qsgd:bits=2,bucket=128",        "qsgd:bits=8",  "qsgd:norm=l2,bits=2,coding=elias",
-          "sign",         "sign:scale=l1", "zipml",        "zipml:bits=2",
-          "zipml:levels=optimal",          "int8",         "int8:map=tree",
-          "terngrad",     "topk"};
+  return {"none",
+          "fp16",
+          "bf16",
+          "qsgd",
+          "qsgd:bits=2,bucket=128",
+          "qsgd:bits=8",
+          "qsgd:norm=l2,bits=2,coding=elias",
+          "sign",
+          "sign:scale=l1",
+          "zipml",
+          "zipml:bits=2",
+          "zipml:levels=optimal",
+          "int8",
+          "int8:map=tree",
+          "terngrad",
+          "topk"};
 }
 
 std::vector<CodecBenchResult> run_codec_bench(const CodecBenchOptions& options) {

@@ -1,8 +1,9 @@
-// qgrad-torch-baseline: the yardstick for qgrad's overhead (issue 4: with codec `none`, a step of
-// qgrad-train must take at most 10% longer than this). It is the loop a user would write without
-// qgrad: a torch::nn MLP 784-256-10, SGD with momentum from torch::optim, and after each backward
-// one MPI_Allreduce of all gradients flattened into one fp32 buffer. Nothing in it comes from
-// qgrad except the Fashion-MNIST loader, so that both programs train on the same bytes.
+// qgrad-torch-baseline: the yardstick for qgrad's overhead (the target: with codec `none`, a step
+// of qgrad-train takes at most 10% longer than this; docs/measurements.md). It is the loop a user
+// would write without qgrad: a torch::nn MLP 784-256-10, SGD with momentum from torch::optim, and
+// after each backward one MPI_Allreduce of all gradients flattened into one fp32 buffer. Nothing in
+// it comes from qgrad except the Fashion-MNIST loader, so that both programs train on the same
+// bytes.
 //
 //   mpirun -np 4 --oversubscribe qgrad-torch-baseline [--steps 300] [--warmup 20] [--batch 64]
 //                                                     [--order shuffled|sequential] [--json]
@@ -66,9 +67,9 @@ int run(const Options& o, int rank, int world) {
 
   // The shard goes into tensors once, so that a batch is a slice and the timed loop holds only
   // what any training loop does.
-  const auto local_rows = static_cast<int64_t>((data.rows - static_cast<size_t>(rank) +
-                                                 static_cast<size_t>(world) - 1) /
-                                                static_cast<size_t>(world));
+  const auto local_rows = static_cast<int64_t>(
+      (data.rows - static_cast<size_t>(rank) + static_cast<size_t>(world) - 1) /
+      static_cast<size_t>(world));
   const int64_t batches = local_rows / o.batch;
   if (batches == 0) {
     if (rank == 0) std::fprintf(stderr, "qgrad-torch-baseline: --batch is larger than a shard\n");
@@ -135,8 +136,8 @@ int run(const Options& o, int rank, int world) {
       flat.narrow(0, offset, p.numel()).copy_(p.grad().view(-1));
       offset += p.numel();
     }
-    MPI_Allreduce(MPI_IN_PLACE, flat.data_ptr<float>(), static_cast<int>(numel), MPI_FLOAT,
-                  MPI_SUM, MPI_COMM_WORLD);
+    MPI_Allreduce(MPI_IN_PLACE, flat.data_ptr<float>(), static_cast<int>(numel), MPI_FLOAT, MPI_SUM,
+                  MPI_COMM_WORLD);
     flat.div_(world);
     offset = 0;
     for (const auto& p : params) {
@@ -169,8 +170,8 @@ int run(const Options& o, int rank, int world) {
           "\"warmup\":%d,\"params\":%lld,\"step_seconds\":%.9g,\"compute_s\":%.9g,"
           "\"exchange_s\":%.9g,\"update_s\":%.9g,\"final_loss\":%.9g}\n",
           world, o.batch, o.shuffled ? "shuffled" : "sequential", o.steps, o.warmup,
-          static_cast<long long>(numel), step_seconds,
-          compute_s / timed, exchange_s / timed, update_s / timed, final_loss);
+          static_cast<long long>(numel), step_seconds, compute_s / timed, exchange_s / timed,
+          update_s / timed, final_loss);
     } else {
       std::printf(
           "torch + MPI_Allreduce baseline: %d ranks, batch %d per rank (%s), %lld parameters\n"
@@ -178,9 +179,8 @@ int run(const Options& o, int rank, int world) {
           "exchange %.3f, update %.3f ms\n"
           "  final training loss %.4f\n",
           world, o.batch, o.shuffled ? "shuffled" : "sequential", static_cast<long long>(numel),
-          step_seconds * 1e3, o.warmup + 1,
-          o.steps, compute_s / timed * 1e3, exchange_s / timed * 1e3, update_s / timed * 1e3,
-          final_loss);
+          step_seconds * 1e3, o.warmup + 1, o.steps, compute_s / timed * 1e3,
+          exchange_s / timed * 1e3, update_s / timed * 1e3, final_loss);
     }
   }
   return 0;
@@ -189,8 +189,9 @@ int run(const Options& o, int rank, int world) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"qgrad-torch-baseline: LibTorch MLP + MPI_Allreduce, the plain loop qgrad-train "
-               "is measured against"};
+  CLI::App app{
+      "qgrad-torch-baseline: LibTorch MLP + MPI_Allreduce, the plain loop qgrad-train "
+      "is measured against"};
   Options o;
   app.option_defaults()->always_capture_default();
   app.add_option("--steps", o.steps, "steps in all, the warmup included")
@@ -199,8 +200,9 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(0, 1 << 30));
   app.add_option("--batch", o.batch, "examples per rank and step")->check(CLI::Range(1, 1 << 20));
   std::string order = "shuffled";
-  app.add_option("--order", order, "batches of rows in a new random order each epoch (shuffled) "
-                                   "or consecutive rows (sequential)")
+  app.add_option("--order", order,
+                 "batches of rows in a new random order each epoch (shuffled) "
+                 "or consecutive rows (sequential)")
       ->check(CLI::IsMember({"shuffled", "sequential"}));
   app.add_flag("--json", o.json, "print one JSON object");
   try {

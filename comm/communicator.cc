@@ -52,11 +52,8 @@ void halving_doubling(size_t n, int world, int rank, std::vector<AllreduceStep>&
 void recursive_doubling(size_t n, int world, int rank, std::vector<AllreduceStep>& steps) {
   for (int d = world / 2; d >= 1; d /= 2) {
     const int peer = rank ^ d;
-    steps.push_back({.peer_out = peer,
-                     .peer_in = peer,
-                     .out = {0, n},
-                     .in = {0, n},
-                     .reduce = true});
+    steps.push_back(
+        {.peer_out = peer, .peer_in = peer, .out = {0, n}, .in = {0, n}, .reduce = true});
   }
 }
 

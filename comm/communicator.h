@@ -1,6 +1,7 @@
 // The Communicator interface: the few collectives that the compressed-allreduce strategies need
-// (docs/architecture.md, "Communicator"), written once and implemented per backend: comm/local (ranks as threads
-// in one process), comm/mpi (Open MPI). The strategies in comm/strategies never see a backend.
+// (docs/architecture.md, "Communicator"), written once and implemented per backend: comm/local
+// (ranks as threads in one process), comm/mpi (Open MPI). The strategies in comm/strategies never
+// see a backend.
 //
 // Contracts shared by every backend:
 // - Collectives are blocking and must be called by every rank of the communicator in the same

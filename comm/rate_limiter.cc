@@ -49,8 +49,9 @@ double unit_scale(std::string_view unit,
 }  // namespace
 
 LinkOptions parse_link_spec(std::string_view spec) {
-  static constexpr char kForm[] = " (expected RATE[,latency=US][,burst=B], e.g. 100mbit or "
-                                  "1gbit,latency=50)";
+  static constexpr char kForm[] =
+      " (expected RATE[,latency=US][,burst=B], e.g. 100mbit or "
+      "1gbit,latency=50)";
   LinkOptions link;
   // The head is the positional RATE; ',' both ends it and separates the keys.
   const SpecTokens tokens = tokenize_spec(spec, ',');
@@ -59,12 +60,16 @@ LinkOptions parse_link_spec(std::string_view spec) {
   std::string_view unit;
   if (rate != "unlimited") {
     // tc's units: *bit are bits per second, *bps bytes per second, prefixes powers of 1000.
-    const double scale =
-        split_number(rate, value, unit)
-            ? unit_scale(unit, {{"bit", 1 / 8.0}, {"kbit", 1e3 / 8}, {"mbit", 1e6 / 8},
-                                {"gbit", 1e9 / 8}, {"tbit", 1e12 / 8}, {"bps", 1}, {"kbps", 1e3},
-                                {"mbps", 1e6}, {"gbps", 1e9}})
-            : 0;
+    const double scale = split_number(rate, value, unit) ? unit_scale(unit, {{"bit", 1 / 8.0},
+                                                                             {"kbit", 1e3 / 8},
+                                                                             {"mbit", 1e6 / 8},
+                                                                             {"gbit", 1e9 / 8},
+                                                                             {"tbit", 1e12 / 8},
+                                                                             {"bps", 1},
+                                                                             {"kbps", 1e3},
+                                                                             {"mbps", 1e6},
+                                                                             {"gbps", 1e9}})
+                                                         : 0;
     QGRAD_CHECK(scale > 0 && value > 0, "link rate '", rate,
                 "' is not a rate > 0 with a unit (bit, kbit, mbit, gbit, tbit, bps, kbps, "
                 "mbps, gbps) or 'unlimited'",
@@ -86,8 +91,7 @@ LinkOptions parse_link_spec(std::string_view spec) {
     if (key == "latency") {
       QGRAD_CHECK(!item.repeated, "link spec '", spec, "' gives latency twice");
       const double scale =
-          split_number(text, value, unit) ? unit_scale(unit, {{"", 1}, {"us", 1}, {"ms", 1e3}})
-                                          : 0;
+          split_number(text, value, unit) ? unit_scale(unit, {{"", 1}, {"us", 1}, {"ms", 1e3}}) : 0;
       QGRAD_CHECK(scale > 0 && value * scale <= 60e6, "link latency '", text,
                   "' is not a number of microseconds in [0, 60 s] (e.g. 50, 50us, 2ms)");
       link.latency = std::chrono::microseconds(std::llround(value * scale));
@@ -99,8 +103,8 @@ LinkOptions parse_link_spec(std::string_view spec) {
                   "' is not a byte count (e.g. 0, 65536, 256KiB)");
       link.burst_bytes = static_cast<double>(*bytes);
     } else {
-      QGRAD_CHECK(false, "link spec '", spec, "': unknown key '", key,
-                  "' (valid: latency, burst)", kForm);
+      QGRAD_CHECK(false, "link spec '", spec, "': unknown key '", key, "' (valid: latency, burst)",
+                  kForm);
     }
   }
   return link;

@@ -1,6 +1,7 @@
-// An in-process link emulator (DESIGN.md section 5): makes any Communicator behave as if each rank
-// sat behind a link of a given bandwidth and latency, for single-process runs and for latency,
-// which the kernel here cannot emulate (no netem; scripts/netlab.sh shapes bandwidth only).
+// An in-process link emulator (docs/architecture.md, "Communicator"): makes any Communicator behave
+// as if each rank sat behind a link of a given bandwidth and latency, for single-process runs and
+// for latency, which the kernel here cannot emulate (no netem; scripts/netlab.sh shapes bandwidth
+// only).
 //
 // Model: each rank has a full-duplex link. Its uplink carries the bytes the rank sends, its
 // downlink the bytes it receives, each through a token bucket (rate r bytes/s, depth b bytes):

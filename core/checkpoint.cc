@@ -79,8 +79,7 @@ void Checkpoint::set_text(const std::string& name, const std::string& value) {
 void Checkpoint::set_real(const std::string& name, double value) { reals_[name] = value; }
 
 bool Checkpoint::has(const std::string& name) const {
-  return buffers_.count(name) || integers_.count(name) || texts_.count(name) ||
-         reals_.count(name);
+  return buffers_.count(name) || integers_.count(name) || texts_.count(name) || reals_.count(name);
 }
 
 const std::vector<float>& Checkpoint::buffer(const std::string& name) const {
@@ -128,7 +127,7 @@ void Checkpoint::save(const std::string& path) const {
   put(out, kMagic, 4);
   put<uint32_t>(out, kVersion);
   put<uint32_t>(out, static_cast<uint32_t>(buffers_.size() + integers_.size() + texts_.size() +
-                                          reals_.size()));
+                                           reals_.size()));
   for (const auto& [name, values] : buffers_) {
     put_string(out, name);
     put(out, Kind::kBuffer);
@@ -158,10 +157,9 @@ Checkpoint Checkpoint::load(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   QGRAD_CHECK(in.good(), "cannot open checkpoint ", path, ": ", std::strerror(errno));
   std::vector<char> raw((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  const std::span<const std::byte> data(reinterpret_cast<const std::byte*>(raw.data()),
-                                        raw.size());
-  QGRAD_PAYLOAD_CHECK(data.size() >= 16 && std::memcmp(data.data(), kMagic, 4) == 0,
-                      path, " is not a qgrad checkpoint");
+  const std::span<const std::byte> data(reinterpret_cast<const std::byte*>(raw.data()), raw.size());
+  QGRAD_PAYLOAD_CHECK(data.size() >= 16 && std::memcmp(data.data(), kMagic, 4) == 0, path,
+                      " is not a qgrad checkpoint");
   uint32_t stored_crc;
   std::memcpy(&stored_crc, data.data() + data.size() - 4, 4);
   QGRAD_PAYLOAD_CHECK(crc32c(data.first(data.size() - 4)) == stored_crc, "checkpoint ", path,

@@ -6,8 +6,7 @@
 
 namespace qgrad {
 
-size_t Codec::encode(std::span<const float> in, const RngKey& key,
-                     std::span<std::byte> out) const {
+size_t Codec::encode(std::span<const float> in, const RngKey& key, std::span<std::byte> out) const {
   const size_t need = max_encoded_bytes(in.size());
   QGRAD_CHECK(out.size() >= need, spec_.str(), ": output buffer of ", out.size(),
               " bytes is smaller than max_encoded_bytes(", in.size(), ") = ", need);
@@ -26,11 +25,10 @@ std::vector<std::byte> Codec::encode(std::span<const float> in, const RngKey& ke
 void Codec::decode_add(std::span<const std::byte> payload, std::span<float> out,
                        float weight) const {
   const WireHeader h = read_header(payload);
-  QGRAD_PAYLOAD_CHECK(h.codec == id_, "payload was encoded by codec id ",
-                      static_cast<int>(h.codec), ", this decoder is ", spec_.str(), " (id ",
-                      static_cast<int>(id_), ")");
-  QGRAD_PAYLOAD_CHECK(h.params == params_,
-                      "payload codec parameters differ from this decoder's (", spec_.str(), ")");
+  QGRAD_PAYLOAD_CHECK(h.codec == id_, "payload was encoded by codec id ", static_cast<int>(h.codec),
+                      ", this decoder is ", spec_.str(), " (id ", static_cast<int>(id_), ")");
+  QGRAD_PAYLOAD_CHECK(h.params == params_, "payload codec parameters differ from this decoder's (",
+                      spec_.str(), ")");
   QGRAD_PAYLOAD_CHECK(h.elements == out.size(), "payload holds ", h.elements,
                       " elements, the output has ", out.size());
   if (const auto exact = exact_body_bytes(out.size())) {
@@ -38,8 +36,7 @@ void Codec::decode_add(std::span<const std::byte> payload, std::span<float> out,
                         spec_.str(), " with ", out.size(), " elements needs ", *exact);
   } else {
     QGRAD_PAYLOAD_CHECK(h.body_bytes <= max_body_bytes(out.size()), "payload body of ",
-                        h.body_bytes, " bytes exceeds the maximum for ", out.size(),
-                        " elements");
+                        h.body_bytes, " bytes exceeds the maximum for ", out.size(), " elements");
   }
   decode_body(payload.subspan(kHeaderBytes), out, weight);
 }

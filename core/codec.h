@@ -1,4 +1,5 @@
-// The Codec interface: how a gradient becomes bytes on the wire and back (docs/architecture.md, "Codec").
+// The Codec interface: how a gradient becomes bytes on the wire and back (docs/architecture.md,
+// "Codec").
 //
 // A codec is a pure function of (input, RngKey): `encode` is const, keeps no state between calls
 // and gives the same bytes for the same input and key whatever the thread count. One instance

@@ -118,8 +118,8 @@ std::vector<std::string_view> split(std::string_view s, char sep) {
 // Checks `value` against the schema and returns its canonical text.
 std::string canonical_value(const CodecInfo& info, const ParamSpec& p, std::string_view value) {
   const auto bad = [&]() {
-    return InvalidArgument(detail::concat("codec '", info.name, "': bad value '", value,
-                                          "' for '", p.key, "': expected ", describe_param(p)));
+    return InvalidArgument(detail::concat("codec '", info.name, "': bad value '", value, "' for '",
+                                          p.key, "': expected ", describe_param(p)));
   };
   switch (p.type) {
     case ParamType::kInt: {
@@ -161,8 +161,8 @@ const CodecInfo& codec_info(std::string_view name) {
 const CodecInfo& codec_info(CodecId id) {
   for (const auto& c : kCodecs)
     if (c.id == id) return c;
-  throw InvalidArgument(detail::concat("unknown codec id ", static_cast<int>(id),
-                                       "; valid codecs: ", valid_names()));
+  throw InvalidArgument(
+      detail::concat("unknown codec id ", static_cast<int>(id), "; valid codecs: ", valid_names()));
 }
 
 CodecSpec parse_codec_spec(std::string_view text) {

@@ -16,8 +16,8 @@ int64_t CodecSpec::get_int(std::string_view key) const {
   const std::string& v = get(key);
   int64_t out = 0;
   const auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), out);
-  QGRAD_CHECK(ec == std::errc() && end == v.data() + v.size(), "codec '", name_, "': ", key,
-              "='", v, "' is not an integer");
+  QGRAD_CHECK(ec == std::errc() && end == v.data() + v.size(), "codec '", name_, "': ", key, "='",
+              v, "' is not an integer");
   return out;
 }
 
@@ -25,8 +25,8 @@ float CodecSpec::get_float(std::string_view key) const {
   const std::string& v = get(key);
   float out = 0;
   const auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), out);
-  QGRAD_CHECK(ec == std::errc() && end == v.data() + v.size(), "codec '", name_, "': ", key,
-              "='", v, "' is not a number");
+  QGRAD_CHECK(ec == std::errc() && end == v.data() + v.size(), "codec '", name_, "': ", key, "='",
+              v, "' is not a number");
   return out;
 }
 

@@ -74,7 +74,7 @@ __attribute__((target("sse4.2"))) uint64_t crc_stream(const unsigned char* p, si
 }
 
 __attribute__((target("sse4.2"))) uint32_t crc_hardware(const unsigned char* p, size_t n,
-                                                         uint32_t c) {
+                                                        uint32_t c) {
   constexpr size_t kMinSplit = 3 * 4096;  // below this the combination costs more than it saves
   if (n >= kMinSplit) {
     const size_t third = n / 24 * 8;  // bytes per stream, a multiple of 8

@@ -47,7 +47,8 @@ void BitWriter::append(const BitWriter& other) {
 std::vector<uint8_t> BitWriter::finish() const {
   std::vector<uint8_t> out = bytes_;
   const int padded = (fill_ + 7) / 8 * 8;
-  const uint64_t tail = (acc_ & (fill_ == 0 ? 0 : ~uint64_t{0} >> (64 - fill_))) << (padded - fill_);
+  const uint64_t tail = (acc_ & (fill_ == 0 ? 0 : ~uint64_t{0} >> (64 - fill_)))
+                        << (padded - fill_);
   for (int b = padded - 8; b >= 0; b -= 8) out.push_back(static_cast<uint8_t>(tail >> b));
   return out;
 }

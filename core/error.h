@@ -51,13 +51,13 @@ inline std::string describe_exception(const std::exception_ptr& e) {
 }  // namespace qgrad
 
 // QGRAD_CHECK(cond, "what", value, "more") throws InvalidArgument with the concatenated message.
-#define QGRAD_CHECK(cond, ...)                                               \
-  do {                                                                       \
+#define QGRAD_CHECK(cond, ...)                                                         \
+  do {                                                                                 \
     if (!(cond)) throw ::qgrad::InvalidArgument(::qgrad::detail::concat(__VA_ARGS__)); \
   } while (0)
 
 // QGRAD_PAYLOAD_CHECK is the same for wire bytes: it throws CorruptPayload.
-#define QGRAD_PAYLOAD_CHECK(cond, ...)                                       \
-  do {                                                                       \
+#define QGRAD_PAYLOAD_CHECK(cond, ...)                                                \
+  do {                                                                                \
     if (!(cond)) throw ::qgrad::CorruptPayload(::qgrad::detail::concat(__VA_ARGS__)); \
   } while (0)

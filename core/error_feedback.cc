@@ -17,8 +17,8 @@ size_t ErrorFeedback::encode(const Codec& codec, std::span<const float> g, float
 }
 
 void ErrorFeedback::load(std::span<const float> memory) {
-  QGRAD_CHECK(memory.size() == memory_.size(), "error feedback: saved memory has ",
-              memory.size(), " elements, expected ", memory_.size());
+  QGRAD_CHECK(memory.size() == memory_.size(), "error feedback: saved memory has ", memory.size(),
+              " elements, expected ", memory_.size());
   std::copy(memory.begin(), memory.end(), memory_.begin());
 }
 

@@ -1,5 +1,5 @@
-// The self-describing wire header that starts every payload (docs/architecture.md, "Wire header"). Fixed size,
-// little-endian, 48 bytes:
+// The self-describing wire header that starts every payload (docs/architecture.md, "Wire header").
+// Fixed size, little-endian, 48 bytes:
 //
 //   offset size field
 //        0    4 magic "QGRD" (0x44524751)

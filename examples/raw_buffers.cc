@@ -38,7 +38,6 @@ int main() {
   }
   std::printf("payload %zu bytes for %zu floats (%.2fx smaller than fp32)\n", bytes, n,
               4.0 * n / bytes);
-  std::printf("max |applied + memory - sum(lr*g)| = %.3g (max |sum(lr*g)| = %.3g)\n", worst,
-              scale);
+  std::printf("max |applied + memory - sum(lr*g)| = %.3g (max |sum(lr*g)| = %.3g)\n", worst, scale);
   return worst <= 1e-5 * scale ? 0 : 1;
 }

@@ -22,9 +22,9 @@ CallStatus admit_call(std::optional<std::string_view> authorization, std::string
   if (!same_secret(*authorization, "Bearer " + std::string(token))) {
     return {CallCode::kUnauthenticated, "wrong token"};
   }
-  if (version != kServerProtocolVersion) {
+  if (version != kProtocolVersion) {
     return precondition(detail::concat("protocol version ", version, " is not supported (server ",
-                                       "speaks version ", kServerProtocolVersion, ")"));
+                                       "speaks version ", kProtocolVersion, ")"));
   }
   return call_ok();
 }

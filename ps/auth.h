@@ -16,11 +16,9 @@
 #include <string_view>
 
 #include "ps/call_status.h"
+#include "ps/protocol_version.h"
 
 namespace qgrad::ps {
-
-// The version of ps/ps.proto's protocol this server speaks (the client sends its own).
-inline constexpr uint32_t kServerProtocolVersion = 2;
 
 // a == b, in a time that depends on the lengths only: a wrong token's running time says nothing
 // about how much of it matched.

@@ -10,16 +10,13 @@
 #include <sstream>
 #include <utility>
 
+#include "ps/protocol_version.h"
 #include "ps/ps.grpc.pb.h"
 #include "ps/tls.h"
 
 namespace qgrad::ps {
 
 static_assert(std::endian::native == std::endian::little);
-
-namespace {
-constexpr uint32_t kProtocolVersion = 2;
-}  // namespace
 
 std::string read_token_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);

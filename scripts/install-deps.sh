@@ -10,6 +10,8 @@ set -euo pipefail
 packages=(
   # toolchain
   build-essential cmake ninja-build pkg-config git
+  # formatting check (scripts/check-format.sh, CTest repo.format)
+  clang-format
   # core: SIMD kernels with runtime dispatch; CLI parsing and JSON output for the tools
   libhwy-dev libcli11-dev nlohmann-json3-dev zlib1g-dev
   # tests and benchmarks

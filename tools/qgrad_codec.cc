@@ -279,8 +279,7 @@ int run(int argc, char** argv) {
   gen_cmd->add_option("--dist", gen.dist, "distribution")
       ->check(CLI::IsMember({"normal", "lognormal", "sparse", "gradient"}));
   gen_cmd->add_option("--seed", gen.seed, "random seed");
-  gen_cmd->add_option("--scale", gen.scale, "multiplies every value")
-      ->check(CLI::Range(0.0, 1e30));
+  gen_cmd->add_option("--scale", gen.scale, "multiplies every value")->check(CLI::Range(0.0, 1e30));
   gen_cmd->add_option("output", gen.output, "raw float32 file to write")->required();
 
   auto* list = app.add_subcommand("list", "list every codec and its parameters");

@@ -38,6 +38,7 @@
 #include "core/timer.h"
 #include "ps/client.h"
 #include "ps/server.h"
+#include "ps/tls.h"
 
 namespace {
 

@@ -1,4 +1,4 @@
-// qgrad-ps-load: a load run against running qgrad-ps servers (issue 5): W worker threads, each
+// qgrad-ps-load: a load run against running qgrad-ps servers: W worker threads, each
 // a PsExchange (ps/worker.h) on a small synthetic model (no data, no training loop: random
 // gradients from fixed seeds), push and pull `steps` synchronous steps. Then it checks that no
 // update was lost or counted twice (every server's applied steps and per-worker push counts
@@ -22,11 +22,11 @@
 #include <thread>
 #include <vector>
 
-#include "ps/client.h"
-#include "ps/worker.h"
 #include "core/error.h"
 #include "core/timer.h"
 #include "optim/optimizer.h"
+#include "ps/client.h"
+#include "ps/worker.h"
 
 namespace {
 
@@ -58,8 +58,9 @@ std::vector<std::string> split(const std::string& s) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"qgrad-ps-load: W synthetic workers against qgrad-ps; checks no update is lost "
-               "and the server's memory stays flat."};
+  CLI::App app{
+      "qgrad-ps-load: W synthetic workers against qgrad-ps; checks no update is lost "
+      "and the server's memory stays flat."};
   std::string servers, token_file, codec = "qsgd:bits=4";
   uint32_t workers = 16;
   uint64_t steps = 1000, sample_step = 100, elements = 20000;
@@ -67,7 +68,8 @@ int main(int argc, char** argv) {
   double tolerance = 0.10;
   app.add_option("--ps", servers, "HOST:PORT[,HOST:PORT...] of the servers")->required();
   app.add_option("--token-file", token_file, "the servers' token")->required();
-  app.add_option("--workers", workers, "worker threads (qgrad-ps --workers)")->capture_default_str();
+  app.add_option("--workers", workers, "worker threads (qgrad-ps --workers)")
+      ->capture_default_str();
   app.add_option("--steps", steps, "synchronous steps")->capture_default_str();
   app.add_option("--elements", elements, "model size (fp32 elements)")->capture_default_str();
   app.add_option("--codec", codec, "the workers' codec (with error feedback)")
@@ -206,21 +208,23 @@ int main(int argc, char** argv) {
     bytes_in += st.bytes_in;
     bytes_out += st.bytes_out;
   }
-  std::printf("qgrad-ps-load: %u workers, %llu steps, %llu elements (%s) in %.2f s: %.0f steps/s, "
-              "%.0f pushes/s; server received %.1f MiB, sent %.1f MiB; %llu pushes counted, "
-              "%llu sent\n",
-              workers, static_cast<unsigned long long>(steps),
-              static_cast<unsigned long long>(elements), codec.c_str(), seconds,
-              static_cast<double>(steps) / seconds, static_cast<double>(pushes) / seconds,
-              mib(bytes_in), mib(bytes_out), static_cast<unsigned long long>(pushes),
-              static_cast<unsigned long long>(steps * workers * addresses.size()));
+  std::printf(
+      "qgrad-ps-load: %u workers, %llu steps, %llu elements (%s) in %.2f s: %.0f steps/s, "
+      "%.0f pushes/s; server received %.1f MiB, sent %.1f MiB; %llu pushes counted, "
+      "%llu sent\n",
+      workers, static_cast<unsigned long long>(steps), static_cast<unsigned long long>(elements),
+      codec.c_str(), seconds, static_cast<double>(steps) / seconds,
+      static_cast<double>(pushes) / seconds, mib(bytes_in), mib(bytes_out),
+      static_cast<unsigned long long>(pushes),
+      static_cast<unsigned long long>(steps * workers * addresses.size()));
   if (server_pid > 0) {
     const double limit = static_cast<double>(rss_sample) * (1.0 + tolerance) + 4.0 * 1024 * 1024;
-    std::printf("server RSS: %.1f MiB at step %llu, %.1f MiB at step %llu (peak %.1f MiB); "
-                "limit %.1f MiB (+%.0f%% + 4 MiB)\n",
-                mib(rss_sample), static_cast<unsigned long long>(sample_step), mib(rss_end),
-                static_cast<unsigned long long>(steps), mib(rss_peak), limit / (1024.0 * 1024.0),
-                100 * tolerance);
+    std::printf(
+        "server RSS: %.1f MiB at step %llu, %.1f MiB at step %llu (peak %.1f MiB); "
+        "limit %.1f MiB (+%.0f%% + 4 MiB)\n",
+        mib(rss_sample), static_cast<unsigned long long>(sample_step), mib(rss_end),
+        static_cast<unsigned long long>(steps), mib(rss_peak), limit / (1024.0 * 1024.0),
+        100 * tolerance);
     check(rss_sample > 0, "no RSS sample of PID " + std::to_string(server_pid));
     check(static_cast<double>(rss_end) <= limit, "the server's memory grew");
   }

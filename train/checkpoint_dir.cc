@@ -50,8 +50,8 @@ void CheckpointDir::save(Communicator& comm, uint64_t step, const Checkpoint& mi
   std::error_code ec;
   fs::create_directories(folder, ec);
   if (ec) {
-    throw Error(detail::concat("cannot create checkpoint folder ", folder.string(), ": ",
-                               ec.message()));
+    throw Error(
+        detail::concat("cannot create checkpoint folder ", folder.string(), ": ", ec.message()));
   }
   mine.save(rank_file(step));
   // Nobody names the step before everybody wrote it.

@@ -6,8 +6,8 @@
 #include <nlohmann/json.hpp>
 #include <span>
 
-#include "core/error.h"
 #include "core/checkpoint.h"
+#include "core/error.h"
 
 namespace qgrad {
 
@@ -98,8 +98,7 @@ void truncate_metrics_after(const std::string& path, uint64_t step) {
     if (in.eof()) break;  // no newline: a line cut short by a crash
     const nlohmann::json j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
     if (j.is_discarded() || !j.is_object() || j.contains("summary")) continue;
-    if (j.contains("step") && j["step"].is_number_unsigned() &&
-        j["step"].get<uint64_t>() > step) {
+    if (j.contains("step") && j["step"].is_number_unsigned() && j["step"].get<uint64_t>() > step) {
       continue;
     }
     kept += line;

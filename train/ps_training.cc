@@ -52,29 +52,28 @@ PsTrainResult train_with_ps(const PsTrainOptions& ps, const DataSplit& data,
                           ps.servers.size() == 1
                               ? "ps: 1 server"
                               : "ps: " + std::to_string(ps.servers.size()) + " servers");
-  result.train = train(group, data, o,
-                       [&](std::vector<ParamView> params, const DistributedOptimizerOptions& x) {
-                         ps::PsExchangeOptions po;
-                         po.servers = ps.servers;
-                         po.token = ps.token;
-                         po.worker_id = ps.worker_id;
-                         po.workers = ps.workers;
-                         po.exchange = x;
-                         po.run = run_fields(o, world);
-                         po.client.pull_deadline = ps.timeout;
-                         po.client.deadline = std::max(ps.timeout / 10,
-                                                       std::chrono::milliseconds(10'000));
-                         po.resend_every = ps.resend_every;
-                         po.stop_after = ps.stop_after;
-                         po.push_delay = ps.push_delay;
-                         po.client.tls_ca = ps.tls_ca;
-                         po.client.tls_cert = ps.tls_cert;
-                         po.client.tls_key = ps.tls_key;
-                         po.reconnect_for = ps.timeout;
-                         exchange = std::make_shared<ps::PsExchange>(
-                             std::move(params), make_optimizer(o.optimizer), std::move(po));
-                         return std::make_unique<SharedExchange>(exchange);
-                       });
+  result.train = train(
+      group, data, o, [&](std::vector<ParamView> params, const DistributedOptimizerOptions& x) {
+        ps::PsExchangeOptions po;
+        po.servers = ps.servers;
+        po.token = ps.token;
+        po.worker_id = ps.worker_id;
+        po.workers = ps.workers;
+        po.exchange = x;
+        po.run = run_fields(o, world);
+        po.client.pull_deadline = ps.timeout;
+        po.client.deadline = std::max(ps.timeout / 10, std::chrono::milliseconds(10'000));
+        po.resend_every = ps.resend_every;
+        po.stop_after = ps.stop_after;
+        po.push_delay = ps.push_delay;
+        po.client.tls_ca = ps.tls_ca;
+        po.client.tls_cert = ps.tls_cert;
+        po.client.tls_key = ps.tls_key;
+        po.reconnect_for = ps.timeout;
+        exchange = std::make_shared<ps::PsExchange>(std::move(params), make_optimizer(o.optimizer),
+                                                    std::move(po));
+        return std::make_unique<SharedExchange>(exchange);
+      });
   result.counters = exchange->counters();
   result.keys = exchange->keys().size();
   return result;

@@ -26,9 +26,9 @@ struct PsTrainOptions {
   // at least 10 s. Also how long a server may stay unreachable (restarting) before the worker
   // gives up.
   std::chrono::milliseconds timeout{300'000};
-  uint64_t resend_every = 0;  // tests: see ps::PsExchangeOptions
-  uint64_t stop_after = 0;    // tests: see ps::PsExchangeOptions
-  std::chrono::milliseconds push_delay{0};  // tests: see ps::PsExchangeOptions
+  uint64_t resend_every = 0;                    // tests: see ps::PsExchangeOptions
+  uint64_t stop_after = 0;                      // tests: see ps::PsExchangeOptions
+  std::chrono::milliseconds push_delay{0};      // tests: see ps::PsExchangeOptions
   std::string tls_ca{}, tls_cert{}, tls_key{};  // see ps::ClientOptions (empty: plaintext)
 };
 

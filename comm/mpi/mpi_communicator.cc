@@ -54,8 +54,8 @@ uint64_t lay_out_blocks(const std::vector<uint64_t>& sizes, std::vector<int>& co
 }
 
 // Hands the received bytes to `out` as blocks at `displs` (no copy: the buffers are swapped).
-void take_blocks(std::vector<std::byte>& received, const std::vector<int>& displs,
-                 uint64_t total, ByteBlocks& out) {
+void take_blocks(std::vector<std::byte>& received, const std::vector<int>& displs, uint64_t total,
+                 ByteBlocks& out) {
   out.offsets.resize(displs.size() + 1);
   for (size_t p = 0; p < displs.size(); ++p) out.offsets[p] = displs[p];
   out.offsets[displs.size()] = total;
@@ -336,8 +336,8 @@ void MpiCommunicator::allreduce_sum(std::span<float> data) {
     if (size_ == 1 || count == 0) return;
     Stage& s = stage_;
     const std::vector<AllreduceStep> steps = allreduce_schedule(count, size_, rank_);
-    const bool exchanges =
-        std::any_of(steps.begin(), steps.end(), [](const AllreduceStep& st) { return st.exchange(); });
+    const bool exchanges = std::any_of(steps.begin(), steps.end(),
+                                       [](const AllreduceStep& st) { return st.exchange(); });
     s.floats.resize(exchanges ? 2 * count : count);
     const ChunkRange first = steps.front().out;
     std::copy(data.begin() + first.begin, data.begin() + first.end, s.floats.begin() + first.begin);

@@ -2,11 +2,11 @@
 // qgrad_comm_mpi to use it (it defines OMPI_SKIP_MPICXX for its users).
 //
 // Collectives: allreduce_sum = allreduce_schedule of comm/communicator.h (halving/doubling
-// for power-of-two worlds, else a ring) over MPI_Isend / MPI_Irecv in 1 MiB segments (the same bits as the local backend; faster here than MPI_Allreduce, see the
-// .cc), allgatherv = MPI_Iallgather of the sizes + MPI_Iallgatherv, alltoallv = MPI_Ialltoall
-// of the sizes + MPI_Ialltoallv, broadcast = MPI_Ibcast, barrier = MPI_Ibarrier. All run on a
-// private duplicate of the parent communicator with MPI_ERRORS_RETURN, so MPI failures become
-// CommError.
+// for power-of-two worlds, else a ring) over MPI_Isend / MPI_Irecv in 1 MiB segments (the same bits
+// as the local backend; faster here than MPI_Allreduce, see the .cc), allgatherv = MPI_Iallgather
+// of the sizes + MPI_Iallgatherv, alltoallv = MPI_Ialltoall of the sizes + MPI_Ialltoallv,
+// broadcast = MPI_Ibcast, barrier = MPI_Ibarrier. All run on a private duplicate of the parent
+// communicator with MPI_ERRORS_RETURN, so MPI failures become CommError.
 //
 // Deadlines: MPI cannot time out a blocking collective, so every collective is started
 // nonblocking and completed by polling MPI_Test (yielding the CPU between polls, as Open MPI's
@@ -24,11 +24,11 @@
 // polls, and throws CommError naming the rank and the reason (TimeoutError when the notice
 // reports a timeout). No MPI_Abort: the process decides what to do.
 //
-// Traffic: allreduce_sum counts the floats its steps send and receive (allreduce_volume). For the other
-// collectives MPI does not say what it put on the wire, so the counters hold the logical volume
-// of the algorithms the local backend counts (comm/local/local_communicator.h): what this rank's
-// data contributes to each peer and what it receives from them. The sizes exchanged before the
-// v-collectives are not counted. Limit: one v-collective moves at most INT_MAX bytes per rank
+// Traffic: allreduce_sum counts the floats its steps send and receive (allreduce_volume). For the
+// other collectives MPI does not say what it put on the wire, so the counters hold the logical
+// volume of the algorithms the local backend counts (comm/local/local_communicator.h): what this
+// rank's data contributes to each peer and what it receives from them. The sizes exchanged before
+// the v-collectives are not counted. Limit: one v-collective moves at most INT_MAX bytes per rank
 // (MPI counts are int).
 // Thread-safety: MPI_THREAD_SERIALIZED; one thread at a time per communicator.
 #pragma once

@@ -54,8 +54,8 @@ TreeTables build_tree_tables() {
     t.inverse_gap[j] = 1.0f / (t.magnitude[j + 1] - t.magnitude[j]);
   t.inverse_gap[kMagnitudes - 1] = 0.0f;
   for (int32_t key = 0; key < simd::kInt8Keys; ++key) {
-    const float first =
-        std::bit_cast<float>(static_cast<uint32_t>(key + simd::kInt8KeyBase) << simd::kInt8KeyShift);
+    const float first = std::bit_cast<float>(static_cast<uint32_t>(key + simd::kInt8KeyBase)
+                                             << simd::kInt8KeyShift);
     int j = 0;
     while (j + 1 < kMagnitudes && t.magnitude[j + 1] <= first) ++j;
     t.start[key] = j;
@@ -123,8 +123,8 @@ class Int8Codec final : public Codec {
             const float* prefetch =
                 ahead + (seg_end - off) <= next_end ? in.data() + ahead : nullptr;
             if (tree_) {
-              simd::int8_encode_table(in.data() + off, r, seg_end - off, prescale, inv,
-                                      stochastic_, tree_tables().view(), prefetch, codes + off);
+              simd::int8_encode_table(in.data() + off, r, seg_end - off, prescale, inv, stochastic_,
+                                      tree_tables().view(), prefetch, codes + off);
             } else {
               simd::int8_encode_linear(in.data() + off, r, seg_end - off, prescale, inv,
                                        stochastic_, prefetch, codes + off);
@@ -145,8 +145,8 @@ class Int8Codec final : public Codec {
     parallel_for(n, chunk_, [&](size_t begin, size_t end) {
       for (size_t off = begin; off < end; off += bucket_) {
         const float m = load_f32(scales + 4 * (off / bucket_));
-        QGRAD_PAYLOAD_CHECK(std::isfinite(m) && m >= 0.0f, "int8 payload: bucket ",
-                            off / bucket_, " has absmax ", m, ", expected a finite value >= 0");
+        QGRAD_PAYLOAD_CHECK(std::isfinite(m) && m >= 0.0f, "int8 payload: bucket ", off / bucket_,
+                            " has absmax ", m, ", expected a finite value >= 0");
       }
       QGRAD_PAYLOAD_CHECK(!simd::int8_contains(codes + begin, end - begin, kInvalidCode),
                           "int8 payload: invalid code -128 among elements [", begin, ", ", end,
@@ -155,7 +155,8 @@ class Int8Codec final : public Codec {
         const size_t len = std::min(bucket_, n - off);
         const float m = load_f32(scales + 4 * (off / bucket_));
         if (tree_) {
-          simd::int8_decode_table(codes + off, len, weight * m, tree_tables().value, out.data() + off);
+          simd::int8_decode_table(codes + off, len, weight * m, tree_tables().value,
+                                  out.data() + off);
         } else {
           simd::int8_decode_linear(codes + off, len, weight * (m / 127.0f), out.data() + off);
         }

@@ -12,8 +12,7 @@ namespace {
 
 class NoneCodec final : public Codec {
  public:
-  explicit NoneCodec(const CodecSpec& spec)
-      : Codec(CodecId::kNone, spec, pack_wire_params(spec)) {}
+  explicit NoneCodec(const CodecSpec& spec) : Codec(CodecId::kNone, spec, pack_wire_params(spec)) {}
   bool unbiased() const override { return true; }
 
  protected:

@@ -46,7 +46,8 @@ float bucket_scale(const float* v, size_t len, size_t offset, bool l2) {
 // codewords are short (the common case).
 void put_nonzero(elias::BitWriter& w, uint64_t gap, uint32_t sign, uint32_t level) {
   if (gap < elias::detail::kSmall && level < elias::detail::kSmall) {
-    const elias::detail::Codeword g = elias::detail::kEncode[gap], l = elias::detail::kEncode[level];
+    const elias::detail::Codeword g = elias::detail::kEncode[gap],
+                                  l = elias::detail::kEncode[level];
     w.put_small((((uint64_t{g.bits} << 1) | sign) << l.len) | l.bits, g.len + 1 + l.len);
   } else {
     elias::omega_put(w, gap);
@@ -103,7 +104,8 @@ void unpack_linear(const std::byte* src, size_t m, int bits, uint32_t* codes) {
   uint64_t acc = 0;
   for (size_t k = 0; k < (rest * bits + 7) / 8; ++k)
     acc |= uint64_t{static_cast<uint8_t>(src[k])} << (8 * k);
-  for (size_t k = 0; k < rest; ++k) codes[i + k] = static_cast<uint32_t>((acc >> (bits * k)) & mask);
+  for (size_t k = 0; k < rest; ++k)
+    codes[i + k] = static_cast<uint32_t>((acc >> (bits * k)) & mask);
 }
 
 class QsgdCodec final : public Codec {
@@ -119,9 +121,9 @@ class QsgdCodec final : public Codec {
     if (levels > static_cast<int64_t>(level_mask_)) {
       int need = 2;
       while (((int64_t{1} << (need - 1)) - 1) < levels) ++need;
-      throw InvalidArgument(detail::concat(
-          "qsgd: levels=", levels, " needs bits >= ", need, " (levels <= 2^(bits-1)-1 = ",
-          level_mask_, " with bits=", bits_, ")"));
+      throw InvalidArgument(detail::concat("qsgd: levels=", levels, " needs bits >= ", need,
+                                           " (levels <= 2^(bits-1)-1 = ", level_mask_,
+                                           " with bits=", bits_, ")"));
     }
     s_ = levels > 0 ? static_cast<uint32_t>(levels) : level_mask_;
     sliced_ = bits_ == 2 || bits_ == 4;
@@ -313,13 +315,14 @@ class QsgdCodec final : public Codec {
     }
   }
 
-  void decode_fast_chunk(const std::byte* scales, const std::byte* codes_in, size_t n,
-                         size_t begin, size_t end, float weight, float* out) const {
+  void decode_fast_chunk(const std::byte* scales, const std::byte* codes_in, size_t n, size_t begin,
+                         size_t end, float weight, float* out) const {
     alignas(64) uint32_t codes[256];
     const auto bits = static_cast<size_t>(bits_);
     for (size_t b0 = begin; b0 < end; b0 += bucket_) {
       const size_t m = std::min(n, b0 + bucket_) - b0;
-      const simd::QsgdDequantParams p = dequant_params(load_f32(scales + 4 * (b0 / bucket_)), weight);
+      const simd::QsgdDequantParams p =
+          dequant_params(load_f32(scales + 4 * (b0 / bucket_)), weight);
       const std::byte* src = codes_in + b0 * bits / 8;
       const size_t full = bits == 8 ? m : m / group_ * group_;
       uint32_t top = simd::qsgd_unpack_add(src, full, p, bits_, out + b0);

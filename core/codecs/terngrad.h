@@ -10,8 +10,8 @@
 //   Q(g)_k = s * sgn(g_k) * b_k,  b_k = [u_k * s < |g_k|]   (|g_k| after clipping)
 // with u_k = uniform_from_word(philox_word(key, k)), k the global element index, so
 // P[b_k = 1] = |g_k| / s up to the 2^-16 granularity of the 16-bit random words (core/philox.h).
-// With clip = 0: E[Q(g)] = g and Var[Q(g)_k] = s |g_k| - g_k^2 (docs/algorithms.md, "TernGrad"); the
-// largest coordinate of a bucket is always kept, so it is exact. With clip > 0 the clipped
+// With clip = 0: E[Q(g)] = g and Var[Q(g)_k] = s |g_k| - g_k^2 (docs/algorithms.md, "TernGrad");
+// the largest coordinate of a bucket is always kept, so it is exact. With clip > 0 the clipped
 // coordinates are biased (unbiased() is false). A bucket with s = 0 (all zeros, or a constant
 // bucket under clipping) sends zeros.
 //

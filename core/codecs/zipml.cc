@@ -48,7 +48,7 @@ size_t chunk_elements(size_t bucket) {
 struct LevelScratch {
   std::vector<float> sorted, candidates;
   std::vector<uint32_t> keys, keys_tmp;
-  std::vector<double> sum1, sum2;    // prefix sums of (a - min) and (a - min)^2
+  std::vector<double> sum1, sum2;     // prefix sums of (a - min) and (a - min)^2
   std::vector<uint32_t> first, last;  // sorted points in [c_i, c_j] are [first[i], last[j])
   std::vector<double> prev, cur;
   std::vector<uint32_t> arg;  // arg[k * M + j]: the previous level's candidate
@@ -121,8 +121,8 @@ class LevelDp {
 };
 
 // Writes `num_levels` levels for the finite, non-empty `values` into out (see optimal_levels).
-void compute_optimal_levels(std::span<const float> values, size_t num_levels,
-                            size_t max_candidates, float* out, LevelScratch& s) {
+void compute_optimal_levels(std::span<const float> values, size_t num_levels, size_t max_candidates,
+                            float* out, LevelScratch& s) {
   const size_t n = values.size();
   const size_t levels = num_levels;
   sort_floats(values, s);
@@ -277,8 +277,8 @@ class ZipmlCodec final : public Codec {
           float lo, hi;
           if (!simd::zipml_range(in.data() + off, len, &lo, &hi))
             throw_if_nonfinite(in.subspan(off, len), off);
-          QGRAD_CHECK(std::isfinite(hi - lo), "zipml: bucket ", off / bucket_, " spans [", lo,
-                      ", ", hi, "], wider than float32 can hold; use levels=optimal or rescale");
+          QGRAD_CHECK(std::isfinite(hi - lo), "zipml: bucket ", off / bucket_, " spans [", lo, ", ",
+                      hi, "], wider than float32 can hold; use levels=optimal or rescale");
           store_f32(body.data() + 8 * (off / bucket_), lo);
           store_f32(body.data() + 8 * (off / bucket_) + 4, hi);
         }
@@ -295,9 +295,8 @@ class ZipmlCodec final : public Codec {
             const size_t ahead = off + chunk_;
             const float* prefetch =
                 ahead + (seg_end - off) <= next_end ? in.data() + ahead : nullptr;
-            simd::zipml_uniform_encode(in.data() + off, random + (off - block), seg_end - off,
-                                       lo, prescale, inv_step, top, prefetch,
-                                       index + (off - block));
+            simd::zipml_uniform_encode(in.data() + off, random + (off - block), seg_end - off, lo,
+                                       prescale, inv_step, top, prefetch, index + (off - block));
             off = seg_end;
           }
           simd::zipml_pack(index, block_end - block, bits_, packed + block * bits_ / 8);
@@ -312,10 +311,10 @@ class ZipmlCodec final : public Codec {
     parallel_for(buckets(n), chunk_ / bucket_, [&](size_t first, size_t last) {
       for (size_t b = first; b < last; ++b) {
         const float lo = load_f32(body.data() + 8 * b), hi = load_f32(body.data() + 8 * b + 4);
-        QGRAD_PAYLOAD_CHECK(std::isfinite(lo) && std::isfinite(hi) && lo <= hi &&
-                                std::isfinite(hi - lo),
-                            "zipml payload: bucket ", b, " has range [", lo, ", ", hi,
-                            "], expected finite lo <= hi");
+        QGRAD_PAYLOAD_CHECK(
+            std::isfinite(lo) && std::isfinite(hi) && lo <= hi && std::isfinite(hi - lo),
+            "zipml payload: bucket ", b, " has range [", lo, ", ", hi,
+            "], expected finite lo <= hi");
       }
     });
     parallel_for(n, chunk_, [&](size_t begin, size_t end) {
@@ -423,8 +422,8 @@ std::unique_ptr<Codec> make_zipml_codec(const CodecSpec& spec) {
 std::vector<float> optimal_levels(std::span<const float> values, int num_levels,
                                   size_t max_candidates) {
   QGRAD_CHECK(!values.empty(), "optimal_levels: no values");
-  QGRAD_CHECK(num_levels >= 1 && num_levels <= (1 << 24), "optimal_levels: num_levels ",
-              num_levels, " is not in [1, 2^24]");
+  QGRAD_CHECK(num_levels >= 1 && num_levels <= (1 << 24), "optimal_levels: num_levels ", num_levels,
+              " is not in [1, 2^24]");
   if (simd::find_nonfinite(values.data(), values.size()) != values.size())
     throw_if_nonfinite(values);
   std::vector<float> levels(static_cast<size_t>(num_levels));
@@ -437,8 +436,8 @@ std::vector<float> uniform_levels(float lo, float hi, int num_levels) {
   QGRAD_CHECK(std::isfinite(lo) && std::isfinite(hi) && lo <= hi && std::isfinite(hi - lo),
               "uniform_levels: need finite lo <= hi with a finite hi - lo, got [", lo, ", ", hi,
               "]");
-  QGRAD_CHECK(num_levels >= 2 && num_levels <= (1 << 24), "uniform_levels: num_levels ",
-              num_levels, " is not in [2, 2^24]");
+  QGRAD_CHECK(num_levels >= 2 && num_levels <= (1 << 24), "uniform_levels: num_levels ", num_levels,
+              " is not in [2, 2^24]");
   const size_t count = static_cast<size_t>(num_levels);
   const float step = uniform_step(lo, hi, count);
   std::vector<float> levels(count);
@@ -446,8 +445,7 @@ std::vector<float> uniform_levels(float lo, float hi, int num_levels) {
   return levels;
 }
 
-double stochastic_rounding_variance(std::span<const float> values,
-                                    std::span<const float> levels) {
+double stochastic_rounding_variance(std::span<const float> values, std::span<const float> levels) {
   QGRAD_CHECK(!levels.empty(), "stochastic_rounding_variance: no levels");
   for (size_t k = 1; k < levels.size(); ++k)
     QGRAD_CHECK(levels[k] >= levels[k - 1], "stochastic_rounding_variance: level ", k, " (",

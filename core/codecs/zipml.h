@@ -3,8 +3,8 @@
 // Linear Models with End-to-End Low Precision", ICML 2017, arXiv 1611.05402;
 // docs/algorithms.md, "ZipML").
 //
-// Stochastic rounding (the paper's section 3.2): for levels l_0 <= ... <= l_{L-1} and a in [l_j, l_{j+1}],
-// Q(a) = l_{j+1} with probability p = (a - l_j) / (l_{j+1} - l_j), else l_j (u < p, u the
+// Stochastic rounding (the paper's section 3.2): for levels l_0 <= ... <= l_{L-1} and a in [l_j,
+// l_{j+1}], Q(a) = l_{j+1} with probability p = (a - l_j) / (l_{j+1} - l_j), else l_j (u < p, u the
 // element's Philox uniform). E[Q(a)] = a and Var Q(a) = (a - l_j)(l_{j+1} - a)
 // <= (l_{j+1} - l_j)^2 / 4. Every decoded value lies in [min, max] of its bucket.
 //
@@ -18,8 +18,8 @@
 //   Var per bucket = sum_i (x_i - l_j)(l_{j+1} - x_i) <= d step^2 / 4. A bucket whose hi - lo
 //   overflows float32 is an InvalidArgument (levels=optimal has no such limit).
 // levels=optimal: the L levels minimising the bucket's total variance
-//   sum_i (x_i - l_k)(l_{k+1} - x_i), endpoints min and max included (the paper's section 3.4), found by
-//   `optimal_levels` below (max_candidates = 64: exact for buckets with at most max(64, L)
+//   sum_i (x_i - l_k)(l_{k+1} - x_i), endpoints min and max included (the paper's section 3.4),
+//   found by `optimal_levels` below (max_candidates = 64: exact for buckets with at most max(64, L)
 //   distinct values) and sent with the bucket. A bucket of n_b < L elements sends m_b = n_b
 //   levels (its own values: zero variance). Rounding is scalar, p computed in double. A sort and
 //   a DP per bucket make it far slower than uniform (about 0.1 us per element at b = 4,
@@ -62,8 +62,9 @@ std::unique_ptr<Codec> make_zipml_codec(const CodecSpec& spec);
 // Candidates: every distinct value when there are at most max(max_candidates, num_levels) of
 // them (the result is then exactly optimal: an optimum has its levels on data points); otherwise
 // that many quantiles of the sorted values plus uniform_levels(min, max, num_levels) (when
-// max - min is finite), so the result never has more variance than uniform levels. Throws InvalidArgument for empty or non-finite values, num_levels < 1, or
-// num_levels == 1 with two or more distinct values.
+// max - min is finite), so the result never has more variance than uniform levels. Throws
+// InvalidArgument for empty or non-finite values, num_levels < 1, or num_levels == 1 with two or
+// more distinct values.
 std::vector<float> optimal_levels(std::span<const float> values, int num_levels,
                                   size_t max_candidates = 64);
 

@@ -75,13 +75,13 @@ HWY_INLINE void EncodeTableVector(const float* HWY_RESTRICT x, const uint16_t* H
   const auto v = hn::LoadU(df, x);
   const auto a = hn::Min(hn::Mul(hn::Mul(hn::Abs(v), hn::Set(df, prescale)), hn::Set(df, inv)),
                          hn::Set(df, 1.0f));
-  const auto key = hn::Max(hn::Sub(hn::ShiftRight<kInt8KeyShift>(hn::BitCast(di, a)),
-                                   hn::Set(di, kInt8KeyBase)),
-                           hn::Zero(di));
+  const auto key =
+      hn::Max(hn::Sub(hn::ShiftRight<kInt8KeyShift>(hn::BitCast(di, a)), hn::Set(di, kInt8KeyBase)),
+              hn::Zero(di));
   const auto start = hn::GatherIndex(di, t.start, key);
   const auto next = hn::GatherIndex(df, t.magnitude, hn::Add(start, hn::Set(di, 1)));
-  const auto j = hn::Add(start, hn::IfThenElseZero(hn::RebindMask(di, hn::Ge(a, next)),
-                                                   hn::Set(di, 1)));
+  const auto j =
+      hn::Add(start, hn::IfThenElseZero(hn::RebindMask(di, hn::Ge(a, next)), hn::Set(di, 1)));
   const auto frac = hn::Mul(hn::Sub(a, hn::GatherIndex(df, t.magnitude, j)),
                             hn::GatherIndex(df, t.inverse_gap, j));
   const auto up = RoundUp(random, frac, stochastic);
@@ -201,9 +201,9 @@ bool Int8Contains(const int8_t* HWY_RESTRICT codes, size_t n, int8_t code) {
   for (; i + 4 * lanes <= n; i += 4 * lanes) {
     const auto m0 = hn::Or(hn::VecFromMask(d8, hn::Eq(hn::LoadU(d8, codes + i), target)),
                            hn::VecFromMask(d8, hn::Eq(hn::LoadU(d8, codes + i + lanes), target)));
-    const auto m1 = hn::Or(
-        hn::VecFromMask(d8, hn::Eq(hn::LoadU(d8, codes + i + 2 * lanes), target)),
-        hn::VecFromMask(d8, hn::Eq(hn::LoadU(d8, codes + i + 3 * lanes), target)));
+    const auto m1 =
+        hn::Or(hn::VecFromMask(d8, hn::Eq(hn::LoadU(d8, codes + i + 2 * lanes), target)),
+               hn::VecFromMask(d8, hn::Eq(hn::LoadU(d8, codes + i + 3 * lanes), target)));
     if (!hn::AllFalse(d8, hn::MaskFromVec(hn::Or(m0, m1)))) return true;
   }
   for (; i < n; ++i)
@@ -223,21 +223,20 @@ HWY_EXPORT(Int8DecodeLinear);
 HWY_EXPORT(Int8DecodeTable);
 HWY_EXPORT(Int8Contains);
 
-void int8_encode_linear(const float* x, const uint16_t* random, size_t n, float prescale,
-                        float inv, bool stochastic, const float* prefetch, int8_t* codes) {
+void int8_encode_linear(const float* x, const uint16_t* random, size_t n, float prescale, float inv,
+                        bool stochastic, const float* prefetch, int8_t* codes) {
   HWY_DYNAMIC_DISPATCH(Int8EncodeLinear)(x, random, n, prescale, inv, stochastic, prefetch, codes);
 }
-void int8_encode_table(const float* x, const uint16_t* random, size_t n, float prescale,
-                       float inv, bool stochastic, const Int8MagnitudeTables& t,
-                       const float* prefetch, int8_t* codes) {
-  HWY_DYNAMIC_DISPATCH(Int8EncodeTable)(x, random, n, prescale, inv, stochastic, t, prefetch,
-                                        codes);
+void int8_encode_table(const float* x, const uint16_t* random, size_t n, float prescale, float inv,
+                       bool stochastic, const Int8MagnitudeTables& t, const float* prefetch,
+                       int8_t* codes) {
+  HWY_DYNAMIC_DISPATCH(Int8EncodeTable)
+  (x, random, n, prescale, inv, stochastic, t, prefetch, codes);
 }
 void int8_decode_linear(const int8_t* codes, size_t n, float scale, float* out) {
   HWY_DYNAMIC_DISPATCH(Int8DecodeLinear)(codes, n, scale, out);
 }
-void int8_decode_table(const int8_t* codes, size_t n, float scale, const float* value,
-                       float* out) {
+void int8_decode_table(const int8_t* codes, size_t n, float scale, const float* value, float* out) {
   HWY_DYNAMIC_DISPATCH(Int8DecodeTable)(codes, n, scale, value, out);
 }
 bool int8_contains(const int8_t* codes, size_t n, int8_t code) {

@@ -37,14 +37,14 @@ inline constexpr int32_t kInt8Keys = (127 << 6) - kInt8KeyBase + 1;
 // `random` holds n 16-bit halves (element i's half at random[i]); unused (may be null) when
 // `stochastic` is false. Unless null, `prefetch` points to n floats to pull into the cache while
 // the arithmetic runs (the next chunk's input: its absmax pass then does not wait on memory).
-void int8_encode_linear(const float* x, const uint16_t* random, size_t n, float prescale,
-                        float inv, bool stochastic, const float* prefetch, int8_t* codes);
+void int8_encode_linear(const float* x, const uint16_t* random, size_t n, float prescale, float inv,
+                        bool stochastic, const float* prefetch, int8_t* codes);
 
 // codes[i] for x[0, n) on the magnitude map `t`: a = min(|x| * prescale * inv, 1),
 // frac = (a - m[j]) * inverse_gap[j].
-void int8_encode_table(const float* x, const uint16_t* random, size_t n, float prescale,
-                       float inv, bool stochastic, const Int8MagnitudeTables& t,
-                       const float* prefetch, int8_t* codes);
+void int8_encode_table(const float* x, const uint16_t* random, size_t n, float prescale, float inv,
+                       bool stochastic, const Int8MagnitudeTables& t, const float* prefetch,
+                       int8_t* codes);
 
 // out[i] += scale * codes[i].
 void int8_decode_linear(const int8_t* codes, size_t n, float scale, float* out);

@@ -42,7 +42,8 @@ float AbsMax(const float* HWY_RESTRICT x, size_t n) {
   const auto abs_mask = hn::Set(du, 0x7FFFFFFFu);
   auto m = hn::Zero(du);
   size_t i = 0;
-  for (; i + N <= n; i += N) m = hn::Max(m, hn::And(hn::BitCast(du, hn::LoadU(df, x + i)), abs_mask));
+  for (; i + N <= n; i += N)
+    m = hn::Max(m, hn::And(hn::BitCast(du, hn::LoadU(df, x + i)), abs_mask));
   uint32_t best = hn::GetLane(hn::MaxOfLanes(du, m));
   for (; i < n; ++i) {
     uint32_t b;
@@ -75,7 +76,8 @@ float CanonicalSum(const float* HWY_RESTRICT x, size_t n) {
       }
     }
     for (size_t j = 0; j < vectors; ++j) hn::Store(acc[j], df, partial + j * N);
-    for (size_t p = 0; i < n; ++i, ++p) partial[p] += kSquare ? x[i] * x[i] : (x[i] < 0 ? -x[i] : x[i]);
+    for (size_t p = 0; i < n; ++i, ++p)
+      partial[p] += kSquare ? x[i] * x[i] : (x[i] < 0 ? -x[i] : x[i]);
   } else {
     for (size_t i = 0; i < n; ++i)
       partial[i % kPartials] += kSquare ? x[i] * x[i] : (x[i] < 0 ? -x[i] : x[i]);
@@ -116,7 +118,9 @@ HWY_EXPORT(SumSquares);
 HWY_EXPORT(SumAbs);
 HWY_EXPORT(AxpyBytes);
 
-size_t find_nonfinite(const float* x, size_t n) { return HWY_DYNAMIC_DISPATCH(FindNonfinite)(x, n); }
+size_t find_nonfinite(const float* x, size_t n) {
+  return HWY_DYNAMIC_DISPATCH(FindNonfinite)(x, n);
+}
 float absmax(const float* x, size_t n) { return HWY_DYNAMIC_DISPATCH(AbsMax)(x, n); }
 float sum_squares(const float* x, size_t n) { return HWY_DYNAMIC_DISPATCH(SumSquares)(x, n); }
 float sum_abs(const float* x, size_t n) { return HWY_DYNAMIC_DISPATCH(SumAbs)(x, n); }

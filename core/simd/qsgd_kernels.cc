@@ -227,10 +227,11 @@ uint32_t UnpackAddBytesT(const std::byte* HWY_RESTRICT in, size_t n, const QsgdD
   return top;
 }
 
-uint32_t UnpackAdd(const std::byte* HWY_RESTRICT in, size_t n, const QsgdDequantParams& p,
-                   int bits, float* HWY_RESTRICT out) {
+uint32_t UnpackAdd(const std::byte* HWY_RESTRICT in, size_t n, const QsgdDequantParams& p, int bits,
+                   float* HWY_RESTRICT out) {
   if (bits == 8) {
-    return p.prescaled ? UnpackAddBytesT<true>(in, n, p, out) : UnpackAddBytesT<false>(in, n, p, out);
+    return p.prescaled ? UnpackAddBytesT<true>(in, n, p, out)
+                       : UnpackAddBytesT<false>(in, n, p, out);
   }
   if (bits == 4) {
     return p.prescaled ? UnpackAddSlicedT<true, 4>(in, n / 128, p, out)

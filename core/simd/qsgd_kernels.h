@@ -16,12 +16,12 @@ namespace qgrad::simd {
 // A code is level | (x < 0 ? sign_bit : 0), level in [0, s]. The sign bit of a zero level is
 // kept as it falls (decoding it adds -0, which leaves any sum unchanged); sgn(-0) = sgn(0) = +1.
 struct QsgdQuantParams {
-  float scale = 0;      // the bucket's scale (> 0)
-  float prescale = 1;   // a power of two: 1, or 2^64 / 2^-64 for tiny / huge scales
-  float inv = 0;        // float(s) / (scale * prescale), rounded up if needed; see below
-  float qinv = 0;       // inv * 65536 (exact)
-  float levels = 0;     // float(s)
-  float qlevels = 0;    // float(s) * 65536
+  float scale = 0;     // the bucket's scale (> 0)
+  float prescale = 1;  // a power of two: 1, or 2^64 / 2^-64 for tiny / huge scales
+  float inv = 0;       // float(s) / (scale * prescale), rounded up if needed; see below
+  float qinv = 0;      // inv * 65536 (exact)
+  float levels = 0;    // float(s)
+  float qlevels = 0;   // float(s) * 65536
   uint32_t sign_bit = 0;
   bool prescaled = false;
 };
@@ -65,13 +65,13 @@ inline uint32_t qsgd_quantize_half(float x, uint32_t h, const QsgdQuantParams& p
 }
 
 struct QsgdDequantParams {
-  float scale = 0;       // the bucket's scale: the magnitude of level s, exactly
-  float unit = 0;        // (scale * prescale) / float(s)
-  float postscale = 1;   // 1 / prescale (used when prescaled)
+  float scale = 0;      // the bucket's scale: the magnitude of level s, exactly
+  float unit = 0;       // (scale * prescale) / float(s)
+  float postscale = 1;  // 1 / prescale (used when prescaled)
   float weight = 1;
-  uint32_t levels = 0;   // s
+  uint32_t levels = 0;      // s
   uint32_t level_mask = 0;  // 2^(bits-1) - 1
-  int sign_shift = 0;    // 32 - bits: moves the sign bit of a code to bit 31
+  int sign_shift = 0;       // 32 - bits: moves the sign bit of a code to bit 31
   bool prescaled = false;
 };
 
@@ -109,10 +109,9 @@ uint32_t qsgd_dequantize_add(const uint32_t* codes, size_t n, const QsgdDequantP
                              float* out);
 
 // Sliced layout for bits in {2, 4}: a group of 16 little-endian 32-bit words holds
-// G = 16 * 32 / bits codes; code 16 * k + j of the group sits in word j at bits [bits*k, bits*(k+1)).
-// pack writes groups * 64 bytes; unpack reads them and writes groups * G codes.
+// G = 16 * 32 / bits codes; code 16 * k + j of the group sits in word j at bits [bits*k,
+// bits*(k+1)). pack writes groups * 64 bytes; unpack reads them and writes groups * G codes.
 void qsgd_pack_sliced(const uint32_t* codes, size_t groups, int bits, std::byte* out);
 void qsgd_unpack_sliced(const std::byte* in, size_t groups, int bits, uint32_t* codes);
-
 
 }  // namespace qgrad::simd

@@ -100,16 +100,17 @@ void ZipmlUniformEncode(const float* HWY_RESTRICT x, const uint16_t* HWY_RESTRIC
   }
 }
 
-HWY_INLINE void ZipmlDecodeVector(const uint8_t* HWY_RESTRICT index, float lo, float step,
-                                  float hi, float weight, float* HWY_RESTRICT out) {
+HWY_INLINE void ZipmlDecodeVector(const uint8_t* HWY_RESTRICT index, float lo, float step, float hi,
+                                  float weight, float* HWY_RESTRICT out) {
   const DF df;
   const auto j = hn::ConvertTo(df, hn::BitCast(DI(), hn::PromoteTo(DU(), hn::LoadU(DU8(), index))));
-  const auto level = hn::Min(hn::Add(hn::Set(df, lo), hn::Mul(j, hn::Set(df, step))), hn::Set(df, hi));
+  const auto level =
+      hn::Min(hn::Add(hn::Set(df, lo), hn::Mul(j, hn::Set(df, step))), hn::Set(df, hi));
   hn::StoreU(hn::Add(hn::LoadU(df, out), hn::Mul(hn::Set(df, weight), level)), df, out);
 }
 
-void ZipmlUniformDecode(const uint8_t* HWY_RESTRICT index, size_t n, float lo, float step,
-                        float hi, float weight, float* HWY_RESTRICT out) {
+void ZipmlUniformDecode(const uint8_t* HWY_RESTRICT index, size_t n, float lo, float step, float hi,
+                        float weight, float* HWY_RESTRICT out) {
   const size_t lanes = hn::Lanes(DF());
   size_t i = 0;
   for (; i + lanes <= n; i += lanes) ZipmlDecodeVector(index + i, lo, step, hi, weight, out + i);
@@ -288,8 +289,8 @@ bool zipml_range(const float* x, size_t n, float* lo, float* hi) {
 void zipml_uniform_encode(const float* x, const uint16_t* random, size_t n, float lo,
                           float prescale, float inv_step, float top, const float* prefetch,
                           uint8_t* index) {
-  HWY_DYNAMIC_DISPATCH(ZipmlUniformEncode)(x, random, n, lo, prescale, inv_step, top, prefetch,
-                                           index);
+  HWY_DYNAMIC_DISPATCH(ZipmlUniformEncode)
+  (x, random, n, lo, prescale, inv_step, top, prefetch, index);
 }
 
 void zipml_uniform_decode(const uint8_t* index, size_t n, float lo, float step, float hi,
@@ -300,34 +301,48 @@ void zipml_uniform_decode(const uint8_t* index, size_t n, float lo, float step, 
 void zipml_pack(const uint8_t* index, size_t n, int bits, uint8_t* out) {
   if (n == 0) return;  // the pointers may be null
   switch (bits) {
-    case 1: return pack_groups<1>(index, n, out);
-    case 2: return pack_groups<2>(index, n, out);
-    case 3: return pack_groups<3>(index, n, out);
+    case 1:
+      return pack_groups<1>(index, n, out);
+    case 2:
+      return pack_groups<2>(index, n, out);
+    case 3:
+      return pack_groups<3>(index, n, out);
     case 4: {
       const size_t done = HWY_DYNAMIC_DISPATCH(ZipmlPack4)(index, n, out);
       return pack_groups<4>(index + done, n - done, out + done / 2);
     }
-    case 5: return pack_groups<5>(index, n, out);
-    case 6: return pack_groups<6>(index, n, out);
-    case 7: return pack_groups<7>(index, n, out);
-    default: std::memcpy(out, index, n);
+    case 5:
+      return pack_groups<5>(index, n, out);
+    case 6:
+      return pack_groups<6>(index, n, out);
+    case 7:
+      return pack_groups<7>(index, n, out);
+    default:
+      std::memcpy(out, index, n);
   }
 }
 
 void zipml_unpack(const uint8_t* in, size_t n, int bits, uint8_t* index) {
   if (n == 0) return;  // the pointers may be null
   switch (bits) {
-    case 1: return unpack_groups<1>(in, n, index);
-    case 2: return unpack_groups<2>(in, n, index);
-    case 3: return unpack_groups<3>(in, n, index);
+    case 1:
+      return unpack_groups<1>(in, n, index);
+    case 2:
+      return unpack_groups<2>(in, n, index);
+    case 3:
+      return unpack_groups<3>(in, n, index);
     case 4: {
       const size_t done = HWY_DYNAMIC_DISPATCH(ZipmlUnpack4)(in, n, index);
       return unpack_groups<4>(in + done / 2, n - done, index + done);
     }
-    case 5: return unpack_groups<5>(in, n, index);
-    case 6: return unpack_groups<6>(in, n, index);
-    case 7: return unpack_groups<7>(in, n, index);
-    default: std::memcpy(index, in, n);
+    case 5:
+      return unpack_groups<5>(in, n, index);
+    case 6:
+      return unpack_groups<6>(in, n, index);
+    case 7:
+      return unpack_groups<7>(in, n, index);
+    default:
+      std::memcpy(index, in, n);
   }
 }
 

@@ -5,8 +5,8 @@
 
 #include <atomic>
 #include <bit>
-#include <string>
 #include <stdexcept>
+#include <string>
 #include <thread>
 
 #include "core/error.h"
@@ -49,8 +49,8 @@ void check_schedule(size_t n, int w) {
   // A power of two: log2(W) steps for few floats, else 2 log2(W); 2(W-1) for the ring; none alone.
   const bool power_of_two = std::has_single_bit(static_cast<unsigned>(w));
   const size_t log2w = size_t(std::countr_zero(unsigned(w)));
-  const size_t expected_steps = w == 1         ? 0
-                                : !power_of_two ? 2 * size_t(w - 1)
+  const size_t expected_steps = w == 1                              ? 0
+                                : !power_of_two                     ? 2 * size_t(w - 1)
                                 : n <= kAllreduceLatencyBoundFloats ? log2w
                                                                     : 2 * log2w;
   std::vector<std::vector<uint32_t>> held(w, std::vector<uint32_t>(n));
@@ -109,8 +109,8 @@ TEST(AllreduceSchedule, VolumeIsTheBandwidthOptimumAndMatchesClosedForms) {
       EXPECT_EQ(v.received, 2 * (n - n / w)) << "world " << w;
     }
   }
-  for (size_t n : {size_t{1}, size_t{7}, size_t{1009}, kAllreduceLatencyBoundFloats + 1,
-                   size_t{100003}}) {
+  for (size_t n :
+       {size_t{1}, size_t{7}, size_t{1009}, kAllreduceLatencyBoundFloats + 1, size_t{100003}}) {
     for (int w : {3, 5, 6, 7}) {  // the ring: 2N - |c_r| - |c_{r+1}| out, 2N - |c_{r-1}| - |c_r| in
       for (int r = 0; r < w; ++r) {
         const AllreduceVolume v = allreduce_volume(n, w, r);

@@ -9,8 +9,8 @@
 
 #include "comm/local/local_communicator.h"
 #include "comm/mpi/mpi_communicator.h"
-#include "core/synthetic.h"
 #include "core/error.h"
+#include "core/synthetic.h"
 #include "tests/comm/cases.h"
 
 namespace qgrad {

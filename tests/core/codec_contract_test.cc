@@ -297,16 +297,14 @@ TEST_P(CodecMismatch, DecoderRejectsPayload) {
 
 INSTANTIATE_TEST_SUITE_P(
     Pairs, CodecMismatch,
-    ::testing::Values(MismatchCase{"qsgd:bits=4", "qsgd:bits=2"},
-                      MismatchCase{"qsgd", "qsgd:coding=elias"},
-                      MismatchCase{"qsgd", "qsgd:norm=l2"},
-                      MismatchCase{"fp16", "fp16:bucket=512"}, MismatchCase{"fp16", "bf16"},
-                      MismatchCase{"bf16", "none"}, MismatchCase{"sign", "sign:scale=l1"},
-                      MismatchCase{"zipml", "zipml:levels=optimal"},
-                      MismatchCase{"int8", "int8:map=tree"},
-                      MismatchCase{"int8", "int8:rounding=nearest"},
-                      MismatchCase{"terngrad", "terngrad:clip=2.5"},
-                      MismatchCase{"topk:ratio=0.1", "topk:ratio=0.2"}),
+    ::testing::Values(
+        MismatchCase{"qsgd:bits=4", "qsgd:bits=2"}, MismatchCase{"qsgd", "qsgd:coding=elias"},
+        MismatchCase{"qsgd", "qsgd:norm=l2"}, MismatchCase{"fp16", "fp16:bucket=512"},
+        MismatchCase{"fp16", "bf16"}, MismatchCase{"bf16", "none"},
+        MismatchCase{"sign", "sign:scale=l1"}, MismatchCase{"zipml", "zipml:levels=optimal"},
+        MismatchCase{"int8", "int8:map=tree"}, MismatchCase{"int8", "int8:rounding=nearest"},
+        MismatchCase{"terngrad", "terngrad:clip=2.5"},
+        MismatchCase{"topk:ratio=0.1", "topk:ratio=0.2"}),
     [](const ::testing::TestParamInfo<MismatchCase>& info) {
       return param_name(std::string(info.param.encoder) + "_to_" + info.param.decoder);
     });

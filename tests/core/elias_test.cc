@@ -36,8 +36,8 @@ TEST(Elias, OmegaLengthsArePinned) {
 
 TEST(Elias, OmegaCodewords) {
   const std::pair<uint64_t, const char*> cases[] = {
-      {1, "0"}, {2, "100"}, {3, "110"}, {4, "101000"}, {7, "101110"}, {8, "1110000"},
-      {16, "10100100000"}, {100, "1011011001000"}};
+      {1, "0"},      {2, "100"},     {3, "110"},          {4, "101000"},
+      {7, "101110"}, {8, "1110000"}, {16, "10100100000"}, {100, "1011011001000"}};
   for (const auto& [k, code] : cases) {
     BitWriter w;
     omega_put(w, k);

@@ -14,7 +14,8 @@ namespace {
 
 class ErrorFeedbackInvariant : public ::testing::TestWithParam<const char*> {};
 
-// sum_t D(C(p_t)) + e_T == sum_t lr * g_t: nothing is lost, only delayed (Karimireddy et al. 2019; docs/algorithms.md).
+// sum_t D(C(p_t)) + e_T == sum_t lr * g_t: nothing is lost, only delayed (Karimireddy et al. 2019;
+// docs/algorithms.md).
 TEST_P(ErrorFeedbackInvariant, AppliedPlusMemoryEqualsScaledGradientSum) {
   const auto codec = make_codec(GetParam());
   const size_t n = 3001;  // not a multiple of any bucket

@@ -141,7 +141,8 @@ TEST(Int8Codec, RoundsToANeighbourAndNearestPicksTheCloser) {
       if (k + 1 < 255) x.push_back((v + values[static_cast<size_t>(k + 1)]) / 2);
     }
     std::uniform_real_distribution<float> exponent(-9.0f, 0.0f);
-    for (int i = 0; i < 20000; ++i) x.push_back((i % 2 ? -1.0f : 1.0f) * std::pow(10.0f, exponent(gen)));
+    for (int i = 0; i < 20000; ++i)
+      x.push_back((i % 2 ? -1.0f : 1.0f) * std::pow(10.0f, exponent(gen)));
     for (auto& v : x) v = std::clamp(v, -1.0f, 1.0f);
     // Buckets of 64: each starts with 1.0 so that every absmax is exactly 1.
     std::vector<float> in;
@@ -151,8 +152,8 @@ TEST(Int8Codec, RoundsToANeighbourAndNearestPicksTheCloser) {
     }
     const std::string map = linear ? "linear" : "tree";
     for (const bool nearest : {false, true}) {
-      const auto codec = make_codec("int8:map=" + map + ",bucket=64,rounding=" +
-                                    (nearest ? "nearest" : "stochastic"));
+      const auto codec = make_codec("int8:map=" + map +
+                                    ",bucket=64,rounding=" + (nearest ? "nearest" : "stochastic"));
       const auto y = decode(*codec, codec->encode(in, RngKey{.seed = 2}), in.size());
       for (size_t i = 0; i < in.size(); ++i) {
         const Neighbours nb = neighbours(values, in[i], 1.0f, linear);
@@ -205,7 +206,8 @@ TEST(Int8Codec, StochasticRoundingIsUnbiasedWithTheExactVariance) {
     const auto codec = make_codec(linear ? "int8" : "int8:map=tree");
     std::vector<double> sum(x.size()), sum_sq(x.size());
     for (int k = 0; k < kDraws; ++k) {
-      const auto y = decode(*codec, codec->encode(x, RngKey{.seed = 9, .step = uint64_t(k)}), x.size());
+      const auto y =
+          decode(*codec, codec->encode(x, RngKey{.seed = 9, .step = uint64_t(k)}), x.size());
       for (size_t i = 0; i < x.size(); ++i) {
         sum[i] += y[i];
         sum_sq[i] += static_cast<double>(y[i]) * y[i];
@@ -250,7 +252,8 @@ TEST(Int8Codec, SameBytesForEveryThreadCount) {
       const auto ref = codec->encode(x, RngKey{.seed = 3, .step = 1});
       const auto ref_out = decode(*codec, ref, x.size());
       for_each_thread_count([&](int threads) {
-        EXPECT_EQ(codec->encode(x, RngKey{.seed = 3, .step = 1}), ref) << mode << bucket << " " << threads;
+        EXPECT_EQ(codec->encode(x, RngKey{.seed = 3, .step = 1}), ref)
+            << mode << bucket << " " << threads;
         EXPECT_EQ(decode(*codec, ref, x.size()), ref_out) << mode << bucket;
       });
     }

@@ -56,7 +56,8 @@ uint32_t dense_code(std::span<const std::byte> codes, size_t n, int bits, size_t
 }
 
 TEST(Qsgd, SpecAndLevelsValidation) {
-  EXPECT_EQ(make_codec("qsgd")->spec().str(), "qsgd:bits=4,levels=0,bucket=512,norm=max,coding=dense");
+  EXPECT_EQ(make_codec("qsgd")->spec().str(),
+            "qsgd:bits=4,levels=0,bucket=512,norm=max,coding=dense");
   EXPECT_NO_THROW(make_codec("qsgd:bits=3,levels=3"));
   EXPECT_NO_THROW(make_codec("qsgd:bits=8,levels=127"));
   try {
@@ -114,8 +115,7 @@ TEST(Qsgd, LemmaBoundHoldsForExactVariance) {
       for (const auto& v : cases) {
         double norm2 = 0;
         for (float x : v) norm2 += static_cast<double>(x) * x;
-        const double bound =
-            std::min(d / double(s * s), std::sqrt(double(d)) / s) * norm2;
+        const double bound = std::min(d / double(s * s), std::sqrt(double(d)) / s) * norm2;
         EXPECT_LE(qsgd_exact_variance(v, s, true), bound * (1 + 1e-12) + 1e-300)
             << "s=" << s << " d=" << d;
       }
@@ -140,12 +140,14 @@ TEST(Qsgd, IntegerRoundingRuleEqualsDefinition) {
       }
       for (float x : xs) {
         for (uint32_t h : {0u, 1u, 32767u, 32768u, 65534u, 65535u}) {
-          ASSERT_EQ(simd::qsgd_quantize_half(x, h, p), simd::qsgd_quantize_one(x, (h << 16) | 0x8000u, p))
+          ASSERT_EQ(simd::qsgd_quantize_half(x, h, p),
+                    simd::qsgd_quantize_one(x, (h << 16) | 0x8000u, p))
               << "x=" << x << " h=" << h << " s=" << s << " scale=" << scale;
         }
         for (int j = 0; j < 20; ++j) {
           const uint32_t h = static_cast<uint32_t>(rng() % 65536);
-          ASSERT_EQ(simd::qsgd_quantize_half(x, h, p), simd::qsgd_quantize_one(x, (h << 16) | 0x8000u, p))
+          ASSERT_EQ(simd::qsgd_quantize_half(x, h, p),
+                    simd::qsgd_quantize_one(x, (h << 16) | 0x8000u, p))
               << "x=" << x << " h=" << h << " s=" << s << " scale=" << scale;
         }
       }
@@ -155,7 +157,9 @@ TEST(Qsgd, IntegerRoundingRuleEqualsDefinition) {
       std::vector<uint32_t> codes(xs.size());
       simd::qsgd_quantize(xs.data(), halves.data(), xs.size(), p, codes.data());
       for (size_t i = 0; i < xs.size(); ++i)
-        ASSERT_EQ(codes[i], simd::qsgd_quantize_one(xs[i], (uint32_t{halves[i]} << 16) | 0x8000u, p)) << i;
+        ASSERT_EQ(codes[i],
+                  simd::qsgd_quantize_one(xs[i], (uint32_t{halves[i]} << 16) | 0x8000u, p))
+            << i;
       // The largest magnitude always lands on level s exactly.
       EXPECT_EQ(simd::qsgd_quantize_one(scale, 0xFFFF8000u, p), static_cast<uint32_t>(s));
     }
@@ -366,14 +370,16 @@ TEST_P(QsgdAll, ExtremeScalesStayFiniteAndBounded) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Specs, QsgdAll,
-    ::testing::Values("qsgd", "qsgd:bits=2", "qsgd:bits=8", "qsgd:bits=3", "qsgd:bits=5,levels=9",
-                      "qsgd:bits=4,bucket=100", "qsgd:bits=2,bucket=7,norm=l2",
-                      "qsgd:bits=8,bucket=1000,norm=l2", "qsgd:bits=6,levels=1,bucket=64",
-                      "qsgd:norm=l2", "qsgd:coding=elias", "qsgd:bits=2,norm=l2,coding=elias,bucket=4096",
-                      "qsgd:bits=3,levels=2,bucket=33,coding=elias"),
-    [](const auto& info) { return param_name(info.param); });
+INSTANTIATE_TEST_SUITE_P(Specs, QsgdAll,
+                         ::testing::Values("qsgd", "qsgd:bits=2", "qsgd:bits=8", "qsgd:bits=3",
+                                           "qsgd:bits=5,levels=9", "qsgd:bits=4,bucket=100",
+                                           "qsgd:bits=2,bucket=7,norm=l2",
+                                           "qsgd:bits=8,bucket=1000,norm=l2",
+                                           "qsgd:bits=6,levels=1,bucket=64", "qsgd:norm=l2",
+                                           "qsgd:coding=elias",
+                                           "qsgd:bits=2,norm=l2,coding=elias,bucket=4096",
+                                           "qsgd:bits=3,levels=2,bucket=33,coding=elias"),
+                         [](const auto& info) { return param_name(info.param); });
 
 // Mean over K keys of decode(encode(v)) per coordinate, within 5 sigma of v, sigma from the exact
 // per-coordinate variance (plus the 2^-17 rounding-probability offset of 16-bit randomness).
@@ -433,7 +439,8 @@ TEST(Qsgd, MonteCarloVarianceMatchesExactFormula) {
     const double exact = qsgd_exact_variance(cs.v, cs.s, cs.l2);
     EXPECT_NEAR(exact, cs.paper, 5e-4) << cs.spec;
     double scale = 0;
-    for (float x : cs.v) scale = cs.l2 ? scale + double(x) * x : std::max(scale, std::fabs(double(x)));
+    for (float x : cs.v)
+      scale = cs.l2 ? scale + double(x) * x : std::max(scale, std::fabs(double(x)));
     if (cs.l2) scale = std::sqrt(scale);
     const double u = scale / cs.s;
     double est_var = 0;
@@ -445,7 +452,8 @@ TEST(Qsgd, MonteCarloVarianceMatchesExactFormula) {
     double total = 0;
     std::vector<double> mean(cs.v.size(), 0.0);
     for (size_t k = 0; k < K; ++k) {
-      const std::vector<float> q = decode(*c, c->encode(cs.v, RngKey{.seed = k, .step = 77}), cs.v.size());
+      const std::vector<float> q =
+          decode(*c, c->encode(cs.v, RngKey{.seed = k, .step = 77}), cs.v.size());
       for (size_t i = 0; i < q.size(); ++i) {
         total += (double(q[i]) - cs.v[i]) * (double(q[i]) - cs.v[i]);
         mean[i] += q[i];
@@ -463,7 +471,8 @@ TEST(Qsgd, MonteCarloVarianceMatchesExactFormula) {
 TEST(Qsgd, DenseSizeIsTheDesignedBitCount) {
   for (int bits = 2; bits <= 8; ++bits) {
     for (size_t bucket : {1, 7, 128, 512}) {
-      const auto c = make_codec("qsgd:bits=" + std::to_string(bits) + ",bucket=" + std::to_string(bucket));
+      const auto c =
+          make_codec("qsgd:bits=" + std::to_string(bits) + ",bucket=" + std::to_string(bucket));
       for (size_t n : {0, 1, 2, 7, 8, 127, 128, 129, 255, 256, 257, 511, 512, 513, 1031, 4099}) {
         const size_t nb = (n + bucket - 1) / bucket;
         const size_t want = kHeaderBytes + 4 * nb + (n * bits + 7) / 8;
@@ -486,8 +495,9 @@ TEST(Qsgd, WireRatioAt25MElements) {
 }
 
 TEST(Qsgd, EliasDecodesToTheSameValuesAsDense) {
-  for (const char* params : {"bits=4", "bits=2,norm=l2", "bits=3,bucket=100", "bits=8,bucket=1000,norm=l2",
-                             "bits=5,levels=3,bucket=7", "bits=2,norm=l2,bucket=4096"}) {
+  for (const char* params :
+       {"bits=4", "bits=2,norm=l2", "bits=3,bucket=100", "bits=8,bucket=1000,norm=l2",
+        "bits=5,levels=3,bucket=7", "bits=2,norm=l2,bucket=4096"}) {
     const auto dense = make_codec(std::string("qsgd:") + params);
     const auto elias = make_codec(std::string("qsgd:") + params + ",coding=elias");
     for (size_t n : {1, 100, 513, 20000}) {
@@ -515,8 +525,9 @@ TEST(Qsgd, EliasIsSparseForOneLevelL2) {
 }
 
 TEST(Qsgd, EliasStaysWithinItsBound) {
-  for (const char* text : {"qsgd:coding=elias", "qsgd:bits=8,coding=elias,bucket=100",
-                           "qsgd:bits=2,coding=elias,bucket=1", "qsgd:bits=3,levels=1,coding=elias"}) {
+  for (const char* text :
+       {"qsgd:coding=elias", "qsgd:bits=8,coding=elias,bucket=100",
+        "qsgd:bits=2,coding=elias,bucket=1", "qsgd:bits=3,levels=1,coding=elias"}) {
     const auto c = make_codec(text);
     for (size_t n : {1, 7, 512, 1000, 4097}) {
       std::vector<std::vector<float>> inputs;
@@ -579,8 +590,9 @@ TEST(Qsgd, CorruptDenseBodiesAreRejected) {
 // Random flips with a re-written header: either CorruptPayload or finite values; never a crash.
 TEST(Qsgd, FuzzedBodiesNeverCrash) {
   std::mt19937_64 rng(123);
-  for (const char* text : {"qsgd:bits=3,levels=2,bucket=50", "qsgd:coding=elias,bucket=64",
-                           "qsgd:bits=2,norm=l2,coding=elias,bucket=300", "qsgd:bits=8,levels=100"}) {
+  for (const char* text :
+       {"qsgd:bits=3,levels=2,bucket=50", "qsgd:coding=elias,bucket=64",
+        "qsgd:bits=2,norm=l2,coding=elias,bucket=300", "qsgd:bits=8,levels=100"}) {
     const auto c = make_codec(text);
     const size_t n = 777;
     const Bytes good = c->encode(normal_vector<Rng64>(n, 2), RngKey{});
@@ -606,7 +618,7 @@ TEST(Qsgd, FuzzedBodiesNeverCrash) {
 // Hand-made Elias streams: each breaks one rule of the format.
 TEST(Qsgd, CorruptEliasStreamsAreRejected) {
   const auto c = make_codec("qsgd:bits=3,bucket=8,coding=elias");  // s = 3
-  const size_t n = 10;                                               // buckets of 8 and 2
+  const size_t n = 10;                                             // buckets of 8 and 2
   using elias::BitWriter;
   const auto scale_bits = [](float f) { return uint64_t{std::bit_cast<uint32_t>(f)}; };
   // A valid stream: bucket 0 with nonzeros at 1 (+2) and 5 (-3); bucket 1 empty.
@@ -679,7 +691,8 @@ TEST(Qsgd, CorruptEliasStreamsAreRejected) {
     for (int i = 0; i < 3; ++i) w.put(~uint64_t{0}, 64);  // an endless omega prefix
     expect_corrupt(w, "overlong omega code");
   }
-  for (float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(), -2.0f}) {
+  for (float bad :
+       {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(), -2.0f}) {
     BitWriter w;
     w.put(scale_bits(bad), 32);
     elias::omega_put(w, 1);

@@ -113,7 +113,8 @@ TEST(Sign, ScaledSignUsesEachBucketsOwnL1Mean) {
   }
 }
 
-// EF-signSGD with a test-local error-feedback loop (docs/algorithms.md, "EF-signSGD and error feedback").
+// EF-signSGD with a test-local error-feedback loop (docs/algorithms.md, "EF-signSGD and error
+// feedback").
 TEST(Sign, ErrorFeedbackTraceMatchesPapersFact13) {
   const auto codec = make_codec("sign:scale=l1");
   const std::vector<float> g = {1, -2, 3, -4};

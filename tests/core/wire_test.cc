@@ -25,7 +25,8 @@ TEST(Philox, SimdFillMatchesScalarAtEveryOffset) {
     for (size_t n : {0, 1, 3, 4, 17, 64, 257}) {
       std::vector<uint32_t> words(n);
       philox_fill(key, first, n, words.data());
-      for (size_t i = 0; i < n; ++i) ASSERT_EQ(words[i], philox_word(key, first + i)) << first << "+" << i;
+      for (size_t i = 0; i < n; ++i)
+        ASSERT_EQ(words[i], philox_word(key, first + i)) << first << "+" << i;
     }
   }
 }

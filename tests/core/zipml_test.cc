@@ -29,7 +29,8 @@ std::vector<float> uniform_levels_of(std::span<const float> x, int bits) {
 std::vector<float> payload_levels(std::span<const std::byte> payload, bool optimal, int bits,
                                   size_t bucket, size_t n, size_t b) {
   const std::byte* body = payload.data() + kHeaderBytes;
-  if (!optimal) return uniform_levels(load_f32(body + 8 * b), load_f32(body + 8 * b + 4), 1 << bits);
+  if (!optimal)
+    return uniform_levels(load_f32(body + 8 * b), load_f32(body + 8 * b + 4), 1 << bits);
   const size_t full = std::min(size_t{1} << bits, bucket);
   const size_t m = std::min(size_t{1} << bits, std::min(bucket, n - b * bucket));
   std::vector<float> levels(m);
@@ -39,13 +40,15 @@ std::vector<float> payload_levels(std::span<const std::byte> payload, bool optim
 
 // Neighbouring levels of x: the largest level <= x and the next one (or x's own level).
 std::pair<double, double> around(const std::vector<float>& levels, float x) {
-  const size_t j = static_cast<size_t>(std::upper_bound(levels.begin(), levels.end(), x) - levels.begin()) - 1;
+  const size_t j =
+      static_cast<size_t>(std::upper_bound(levels.begin(), levels.end(), x) - levels.begin()) - 1;
   if (j + 1 >= levels.size()) return {levels[j], levels[j]};
   return {levels[j], levels[j + 1]};
 }
 
 TEST(ZipmlLevels, StochasticRoundingFact15) {
-  // x = 0.3 between levels 0.25 and 0.5: up with probability 0.2, variance 0.01 (docs/algorithms.md, "ZipML").
+  // x = 0.3 between levels 0.25 and 0.5: up with probability 0.2, variance 0.01
+  // (docs/algorithms.md, "ZipML").
   const std::vector<float> x{0.3f}, levels{0.25f, 0.5f};
   EXPECT_NEAR(stochastic_rounding_variance(x, levels), 0.01, 1e-8);
   // Through the codec: a bucket {0, 0.3, 1.75} with 3 bits has levels 0.25 apart.
@@ -128,11 +131,20 @@ TEST(ZipmlLevels, OptimalNeverLosesToUniformAndWinsOnSkewedData) {
     std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
     for (auto& x : v) {
       switch (kind) {
-        case 0: x = normal(gen); break;
-        case 1: x = uniform(gen); break;
-        case 2: x = expo(gen); break;
-        case 3: x = lognormal(gen); break;
-        default: x = (gen() % 2 ? 10.0f : -10.0f) + normal(gen);  // bimodal
+        case 0:
+          x = normal(gen);
+          break;
+        case 1:
+          x = uniform(gen);
+          break;
+        case 2:
+          x = expo(gen);
+          break;
+        case 3:
+          x = lognormal(gen);
+          break;
+        default:
+          x = (gen() % 2 ? 10.0f : -10.0f) + normal(gen);  // bimodal
       }
     }
     return v;
@@ -178,11 +190,13 @@ TEST(ZipmlPacking, MatchesABitByBitReference) {
       std::vector<uint8_t> expected((n * bits + 7) / 8, 0);
       for (size_t i = 0; i < n; ++i)
         for (int k = 0; k < bits; ++k)
-          if (index[i] >> k & 1) expected[(i * bits + k) / 8] |= uint8_t(1u << ((i * bits + k) % 8));
+          if (index[i] >> k & 1)
+            expected[(i * bits + k) / 8] |= uint8_t(1u << ((i * bits + k) % 8));
       // Guard bytes around the output catch writes beyond ceil(n * bits / 8).
       std::vector<uint8_t> packed(expected.size() + 16, 0xAB);
       simd::zipml_pack(index.data(), n, bits, packed.data() + 8);
-      ASSERT_TRUE(std::equal(expected.begin(), expected.end(), packed.begin() + 8)) << bits << " " << n;
+      ASSERT_TRUE(std::equal(expected.begin(), expected.end(), packed.begin() + 8))
+          << bits << " " << n;
       for (size_t g = 0; g < 8; ++g) {
         ASSERT_EQ(packed[g], 0xAB);
         ASSERT_EQ(packed[8 + expected.size() + g], 0xAB) << bits << " " << n;
@@ -205,8 +219,9 @@ TEST(ZipmlCodec, ExactBodySize) {
   for (const bool optimal : {false, true}) {
     for (const int bits : {1, 3, 4, 8}) {
       for (const size_t bucket : {2, 7, 512}) {
-        const auto codec = make_codec("zipml:bits=" + std::to_string(bits) + ",bucket=" +
-                                      std::to_string(bucket) + (optimal ? ",levels=optimal" : ""));
+        const auto codec =
+            make_codec("zipml:bits=" + std::to_string(bits) + ",bucket=" + std::to_string(bucket) +
+                       (optimal ? ",levels=optimal" : ""));
         for (const size_t n : {0, 1, 2, 7, 9, 511, 512, 513, 1029}) {
           const auto x = normal_vector(n, static_cast<uint32_t>(n + bits));
           const size_t buckets = (n + bucket - 1) / bucket;
@@ -232,11 +247,11 @@ TEST(ZipmlCodec, ExactBodySize) {
 TEST(ZipmlCodec, DecodesToLevelsInsideTheBucketRange) {
   std::vector<float> x = normal_vector(512 * 3 + 100, 29);
   for (size_t i = 512; i < 1024; ++i) x[i] = std::exp(x[i] * 2);  // a skewed bucket
-  for (size_t i = 1024; i < 1536; ++i) x[i] = -7.25f;              // a constant bucket
+  for (size_t i = 1024; i < 1536; ++i) x[i] = -7.25f;             // a constant bucket
   for (const bool optimal : {false, true}) {
     for (const int bits : {1, 2, 4, 8}) {
-      const auto codec = make_codec("zipml:bits=" + std::to_string(bits) +
-                                    (optimal ? ",levels=optimal" : ""));
+      const auto codec =
+          make_codec("zipml:bits=" + std::to_string(bits) + (optimal ? ",levels=optimal" : ""));
       const auto payload = codec->encode(x, RngKey{.seed = 3});
       const auto y = decode(*codec, payload, x.size());
       for (size_t b = 0; b * 512 < x.size(); ++b) {
@@ -268,8 +283,8 @@ TEST(ZipmlCodec, UnbiasedWithTheExactVariance) {
   const int kDraws = 2000;
   for (const bool optimal : {false, true}) {
     const char* name = optimal ? "optimal" : "uniform";
-    const auto codec = make_codec(std::string("zipml:bits=3,bucket=128") +
-                                  (optimal ? ",levels=optimal" : ""));
+    const auto codec =
+        make_codec(std::string("zipml:bits=3,bucket=128") + (optimal ? ",levels=optimal" : ""));
     std::vector<double> sum(x.size()), sum_sq(x.size());
     for (int k = 0; k < kDraws; ++k) {
       const auto payload = codec->encode(x, RngKey{.seed = 7, .step = uint64_t(k)});
@@ -305,7 +320,8 @@ TEST(ZipmlCodec, UnbiasedWithTheExactVariance) {
         total_emp += sum_sq[i] / kDraws - mean * mean;
         var_of_emp += (std::pow(gap, 4) * pq * (1 - 3 * pq) - var * var) / kDraws;
       }
-      EXPECT_NEAR(bucket_var, stochastic_rounding_variance(bucket, levels), 1e-9 * (1 + bucket_var));
+      EXPECT_NEAR(bucket_var, stochastic_rounding_variance(bucket, levels),
+                  1e-9 * (1 + bucket_var));
       total_var += bucket_var;
     }
     const double sigma_sum = std::sqrt(total_var / kDraws);
@@ -332,9 +348,9 @@ TEST(ZipmlCodec, OptimalLevelsHaveLessVarianceThanUniformOnSkewedGradients) {
 TEST(ZipmlCodec, SameBytesForEveryThreadCount) {
   const auto x = normal_vector(3 * 131072 + 3 * 4096 + 517, 41);
   const auto small = normal_vector(20000 + 13, 43);
-  const char* const specs[] = {"zipml", "zipml:bits=3,bucket=513", "zipml:bits=1,bucket=3",
-                               "zipml:bits=8", "zipml:levels=optimal",
-                               "zipml:levels=optimal,bits=2,bucket=100"};
+  const char* const specs[] = {
+      "zipml",        "zipml:bits=3,bucket=513", "zipml:bits=1,bucket=3",
+      "zipml:bits=8", "zipml:levels=optimal",    "zipml:levels=optimal,bits=2,bucket=100"};
   for (const char* spec : specs) {
     const auto codec = make_codec(spec);
     const auto& in = std::string(spec).find("optimal") != std::string::npos ? small : x;
@@ -353,8 +369,10 @@ TEST(ZipmlCodec, SameBytesOnEverySimdTarget) {
   for (size_t i = 0; i < 100; ++i) x[i] = 1.0f + x[i] * 1e-26f;  // a range below 2^-64: rescaled
   // Buckets whose min (or max) is a zero of either sign: which one a reduction returns depends on
   // its order, the payload must not.
-  for (size_t i = 100; i < 200; ++i) x[i] = i % 7 == 0 ? -0.0f : (i % 5 == 0 ? 0.0f : std::fabs(x[i]));
-  for (size_t i = 200; i < 300; ++i) x[i] = i % 3 == 0 ? 0.0f : (i % 4 == 0 ? -0.0f : -std::fabs(x[i]));
+  for (size_t i = 100; i < 200; ++i)
+    x[i] = i % 7 == 0 ? -0.0f : (i % 5 == 0 ? 0.0f : std::fabs(x[i]));
+  for (size_t i = 200; i < 300; ++i)
+    x[i] = i % 3 == 0 ? 0.0f : (i % 4 == 0 ? -0.0f : -std::fabs(x[i]));
   for (const char* spec : {"zipml:bucket=100", "zipml:bits=3,bucket=100", "zipml:bits=8"}) {
     const auto codec = make_codec(spec);
     const auto ref = codec->encode(x, RngKey{.seed = 6});
@@ -367,7 +385,8 @@ TEST(ZipmlCodec, SameBytesOnEverySimdTarget) {
 }
 
 TEST(ZipmlCodec, SmallSizes) {
-  for (const char* spec : {"zipml:bucket=4", "zipml:bucket=4,levels=optimal", "zipml:bits=1,bucket=3"}) {
+  for (const char* spec :
+       {"zipml:bucket=4", "zipml:bucket=4,levels=optimal", "zipml:bits=1,bucket=3"}) {
     const auto codec = make_codec(spec);
     const auto empty = codec->encode(std::vector<float>{}, RngKey{});
     EXPECT_EQ(empty.size(), kHeaderBytes);

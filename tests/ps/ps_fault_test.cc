@@ -21,9 +21,9 @@
 #include <thread>
 #include <vector>
 
+#include "core/codec_registry.h"
 #include "ps/client.h"
 #include "ps/server.h"
-#include "core/codec_registry.h"
 #include "tests/ps/ps_testing.h"
 
 namespace qgrad::ps {
@@ -160,8 +160,9 @@ TEST(PsFault, QuorumAfterTheTimeoutAveragesThePushesItHasAndReportsTheMissing) {
   EXPECT_LT(seconds_since(start1), 0.8);
 
   // Worker 2's late push of step 0 is refused, clearly; nothing of it is counted.
-  expect_rpc_error([&] { w2.push(0, 1, push_of(100.0f), kLr); }, grpc::StatusCode::ABORTED,
-              "step 0 was applied without worker 2 after the timeout; the server is at step 2");
+  expect_rpc_error(
+      [&] { w2.push(0, 1, push_of(100.0f), kLr); }, grpc::StatusCode::ABORTED,
+      "step 0 was applied without worker 2 after the timeout; the server is at step 2");
   EXPECT_EQ(server.stats().pushes[2], 0u);
   // It resynchronizes: the pull of an applied step answers at once with the current model.
   const PullResult current = w2.pull(0);
@@ -262,7 +263,7 @@ TEST(PsFault, CheckpointResumesParametersOptimizerStateStepAndRun) {
   RegisterModel wrong = m;
   wrong.initial = filled(2.0f);
   expect_rpc_error([&] { other.register_worker(1, model(), wrong); },
-              grpc::StatusCode::FAILED_PRECONDITION, "initial values");
+                   grpc::StatusCode::FAILED_PRECONDITION, "initial values");
 }
 
 TEST(PsFault, DamagedCheckpointIsAClearError) {
@@ -362,13 +363,22 @@ struct Pki {
     std::ofstream(d + "/san.ext") << "subjectAltName=IP:127.0.0.1,DNS:localhost\n";
     const std::string key = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
     const std::string cmd =
-        "cd '" + d + "' && "
-        "openssl req -x509 " + key + " -keyout ca.key -out ca.pem -days 2 -subj /CN=qgrad-ca && "
-        "openssl req -x509 " + key + " -keyout other.key -out other.pem -days 2 -subj /CN=other && "
-        "openssl req " + key + " -keyout server.key -out server.csr -subj /CN=localhost && "
+        "cd '" + d +
+        "' && "
+        "openssl req -x509 " +
+        key +
+        " -keyout ca.key -out ca.pem -days 2 -subj /CN=qgrad-ca && "
+        "openssl req -x509 " +
+        key +
+        " -keyout other.key -out other.pem -days 2 -subj /CN=other && "
+        "openssl req " +
+        key +
+        " -keyout server.key -out server.csr -subj /CN=localhost && "
         "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial "
         "-out server.pem -days 2 -extfile san.ext && "
-        "openssl req " + key + " -keyout client.key -out client.csr -subj /CN=worker && "
+        "openssl req " +
+        key +
+        " -keyout client.key -out client.csr -subj /CN=worker && "
         "openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial "
         "-out client.pem -days 2";
     ok = std::system(("(" + cmd + ") >/dev/null 2>&1").c_str()) == 0;

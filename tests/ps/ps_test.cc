@@ -13,9 +13,9 @@
 #include <thread>
 #include <vector>
 
+#include "core/codec_registry.h"
 #include "ps/client.h"
 #include "ps/server.h"
-#include "core/codec_registry.h"
 #include "tests/ps/ps_testing.h"
 
 namespace qgrad::ps {
@@ -101,8 +101,8 @@ void sgd_reference_step(Tensors& x, const std::vector<Tensors>& decoded, bool ma
     for (size_t j = 0; j < x[k].size(); ++j) {
       float sum = 0.0f;
       for (const Tensors& d : decoded) sum += d[k][j];
-      const float a = majority ? (sum >= 0.0f ? kLr : -kLr)
-                               : sum / static_cast<float>(decoded.size());
+      const float a =
+          majority ? (sum >= 0.0f ? kLr : -kLr) : sum / static_cast<float>(decoded.size());
       x[k][j] = x[k][j] - a;
     }
   }
@@ -194,7 +194,8 @@ TEST(ParameterServer, DuplicatePushIsCountedOnce) {
   EXPECT_TRUE(again.duplicate);
   EXPECT_EQ(again.applied_steps, 0u);
   // Another request id for the same step is a second, different push: refused.
-  expect_rpc_error([&] { w0.push(0, 43, p0, kLr); }, grpc::StatusCode::ALREADY_EXISTS, "request id");
+  expect_rpc_error([&] { w0.push(0, 43, p0, kLr); }, grpc::StatusCode::ALREADY_EXISTS,
+                   "request id");
 
   EXPECT_EQ(w1.push(0, 9, p1, kLr).applied_steps, 1u);
   const PushResult late = w0.push(0, 42, p0, kLr);  // a retry after the step was applied
@@ -304,8 +305,8 @@ TEST(ParameterServer, WrongShapeOrWorldSizeAtRegister) {
                    grpc::StatusCode::FAILED_PRECONDITION, "expects 3 workers");
   auto shape = model();
   shape[0].size += 1;
-  expect_rpc_error([&] { client.register_worker(2, shape); },
-                   grpc::StatusCode::FAILED_PRECONDITION, "key 0: worker 0 has 'w' (38 elements)");
+  expect_rpc_error([&] { client.register_worker(2, shape); }, grpc::StatusCode::FAILED_PRECONDITION,
+                   "key 0: worker 0 has 'w' (38 elements)");
   PsClient stranger(server.address(), kToken, 5);
   expect_rpc_error([&] { stranger.register_worker(2, model()); },
                    grpc::StatusCode::INVALID_ARGUMENT, "worker id 5");
@@ -334,8 +335,8 @@ TEST(ParameterServer, AdoptsTheModelFromTheFirstRegistration) {
   m.run = {{"model", "mlp"}, {"seed", "1"}};
   RegisterModel bad = m;
   bad.initial[1].pop_back();
-  expect_rpc_error([&] { w0.register_worker(2, model(), bad); },
-                   grpc::StatusCode::INVALID_ARGUMENT, "key 1 ('b'): the initial value has 16");
+  expect_rpc_error([&] { w0.register_worker(2, model(), bad); }, grpc::StatusCode::INVALID_ARGUMENT,
+                   "key 1 ('b'): the initial value has 16");
   const RegisterResult first = w0.register_worker(2, model(), m);
   EXPECT_TRUE(first.adopted);
   EXPECT_EQ(first.step, 0u);
@@ -385,7 +386,8 @@ TEST(ParameterServer, OversizeMessageIsResourceExhausted) {
   const auto none = make_codec("none");
   auto big = encode(*none, random_tensors(5), 0, 0);
   big[0].resize(64 * 1024);
-  expect_rpc_error([&] { client.push(0, 1, big, kLr); }, grpc::StatusCode::RESOURCE_EXHAUSTED, "Push");
+  expect_rpc_error([&] { client.push(0, 1, big, kLr); }, grpc::StatusCode::RESOURCE_EXHAUSTED,
+                   "Push");
   // The same connection keeps working for messages within the bound.
   EXPECT_EQ(client.push(0, 2, encode(*none, random_tensors(5), 0, 0), kLr).applied_steps, 1u);
   EXPECT_EQ(client.pull(1).applied_steps, 1u);

@@ -156,7 +156,8 @@ TEST(LinearModelGradient, QuantizedDataMatchesFiniteDifferences) {
     o.grid = fit_feature_grid(d);
     LinearModel model(o);
     model.set_data_step(12);
-    SCOPED_TRACE(::testing::Message() << model.name() << " classes " << c.classes << " ds " << c.ds);
+    SCOPED_TRACE(::testing::Message()
+                 << model.name() << " classes " << c.classes << " ds " << c.ds);
     expect_gradient_matches_fd(model, d, iota_rows(d.rows), 1e-2, 2e-4);
   }
 }

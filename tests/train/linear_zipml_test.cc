@@ -1,5 +1,5 @@
-// ZipML double sampling on least squares (ZipML's section 3.3; docs/algorithms.md): the naive quantized gradient
-// is biased towards a ridge-like solution, the double-sampled one is unbiased.
+// ZipML double sampling on least squares (ZipML's section 3.3; docs/algorithms.md): the naive
+// quantized gradient is biased towards a ridge-like solution, the double-sampled one is unbiased.
 #include <gtest/gtest.h>
 
 #include <Eigen/Dense>

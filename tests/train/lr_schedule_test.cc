@@ -27,16 +27,16 @@ TEST(LrSchedule, ConstantStepCosineAndWarmupByHand) {
 }
 
 TEST(LrSchedule, CanonicalTextReadsBackEqual) {
-  for (const char* text : {"constant", "constant:warmup=5", "step:every=3,gamma=0.2",
-                           "cosine:min=0.05,warmup=10"}) {
+  for (const char* text :
+       {"constant", "constant:warmup=5", "step:every=3,gamma=0.2", "cosine:min=0.05,warmup=10"}) {
     const LrSchedule s = parse_lr_schedule(text);
     EXPECT_EQ(to_string(parse_lr_schedule(to_string(s))), to_string(s)) << text;
   }
 }
 
 TEST(LrSchedule, BadSpecsNameTheProblem) {
-  for (const char* text : {"exponential", "step", "step:gamma=0.5", "step:every=0",
-                           "cosine:min=2", "constant:every=1", "cosine:warmup=x", "cosine:min"}) {
+  for (const char* text : {"exponential", "step", "step:gamma=0.5", "step:every=0", "cosine:min=2",
+                           "constant:every=1", "cosine:warmup=x", "cosine:min"}) {
     EXPECT_THROW(parse_lr_schedule(text), InvalidArgument) << text;
   }
 }

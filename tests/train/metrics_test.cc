@@ -43,9 +43,9 @@ TEST(MetricsWriter, WritesOneJsonObjectPerLineAndASummaryLast) {
   EXPECT_EQ(lines[0]["step"], 10);
   EXPECT_FALSE(lines[0].contains("accuracy"));
   EXPECT_DOUBLE_EQ(lines[1]["accuracy"].get<double>(), 0.9);
-  for (const char* key : {"epoch", "rank", "world", "codec", "loss", "bytes_sent", "bytes_received",
-                          "raw_bytes", "compute_s", "encode_s", "exchange_s", "decode_s",
-                          "update_s"})
+  for (const char* key :
+       {"epoch", "rank", "world", "codec", "loss", "bytes_sent", "bytes_received", "raw_bytes",
+        "compute_s", "encode_s", "exchange_s", "decode_s", "update_s"})
     EXPECT_TRUE(lines[0].contains(key)) << key;
   EXPECT_EQ(lines[2]["summary"], true);
   EXPECT_DOUBLE_EQ(lines[2]["compression_ratio"].get<double>(), 8.0);

@@ -248,12 +248,12 @@ TEST(PsTraining, AsyncStalePushesOfASlowWorkerAreRefusedAndItRecovers) {
     EXPECT_EQ(st.pushes[w], r[w].counters.pushes[0]) << "worker " << w;
     counted += st.pushes[w];
   }
-  std::printf("async K=0: %llu applied, %llu refused as stale (slow worker: %llu of %llu "
-              "applied); accuracy %.3f\n",
-              static_cast<unsigned long long>(counted),
-              static_cast<unsigned long long>(st.stale_refused),
-              static_cast<unsigned long long>(st.pushes[3]), static_cast<unsigned long long>(steps),
-              r[3].train.final_eval.accuracy);
+  std::printf(
+      "async K=0: %llu applied, %llu refused as stale (slow worker: %llu of %llu "
+      "applied); accuracy %.3f\n",
+      static_cast<unsigned long long>(counted), static_cast<unsigned long long>(st.stale_refused),
+      static_cast<unsigned long long>(st.pushes[3]), static_cast<unsigned long long>(steps),
+      r[3].train.final_eval.accuracy);
   EXPECT_GT(st.stale_refused, 0u);
   EXPECT_EQ(st.staleness_max, 0u);  // K = 0: only pushes on the current version are applied
   EXPECT_EQ(st.async_applied, counted);
@@ -334,7 +334,7 @@ TEST(PsTraining, AnotherRunIsRefusedNamingTheField) {
   first.join();
 }
 
-// Fault tolerance (slice 3): a worker that falls silent is left behind after the server's
+// Fault tolerance: a worker that falls silent is left behind after the server's
 // timeout, the others finish; the same worker restarted rejoins at the server's step and ends
 // with the others' parameters.
 TEST(PsTraining, AWorkerThatStopsIsLeftBehindAndARestartedOneRejoins) {

@@ -6,6 +6,7 @@
 #include "core/error.h"
 #if QGRAD_HAVE_GRPC
 #include "ps/client.h"
+#include "ps/tls.h"
 #include "train/ps_training.h"
 #endif
 
