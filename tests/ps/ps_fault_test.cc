@@ -25,6 +25,7 @@
 #include "ps/client.h"
 #include "ps/server.h"
 #include "tests/ps/ps_testing.h"
+#include "tests/support/temp_dir.h"
 
 namespace qgrad::ps {
 namespace {
@@ -32,26 +33,7 @@ namespace {
 using Tensors = std::vector<std::vector<float>>;
 using Clock = std::chrono::steady_clock;
 
-// A scratch directory removed at the end of the test.
-class TempDir {
- public:
-  TempDir() {
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    path_ = (std::filesystem::temp_directory_path() /
-             ("qgrad_ps_fault_" + std::to_string(::getpid()) + "_" + info->name()))
-                .string();
-    std::filesystem::remove_all(path_);
-    std::filesystem::create_directories(path_);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
+using testing_support::TempDir;
 
 constexpr char kToken[] = "fault-token";
 constexpr float kLr = 0.5f;

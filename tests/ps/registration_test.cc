@@ -135,10 +135,10 @@ TEST(Registration, ALaterRegistrationIsRefusedNamingTheFirstDifference) {
 }
 
 TEST(Admission, TheTokenThenTheVersion) {
-  expect_refusal(admit_call(std::nullopt, "tok", kProtocolVersion),
-                 CallCode::kUnauthenticated, "missing 'authorization: Bearer <token>' metadata");
-  expect_refusal(admit_call("Bearer tok2", "tok", kProtocolVersion),
-                 CallCode::kUnauthenticated, "wrong token");
+  expect_refusal(admit_call(std::nullopt, "tok", kProtocolVersion), CallCode::kUnauthenticated,
+                 "missing 'authorization: Bearer <token>' metadata");
+  expect_refusal(admit_call("Bearer tok2", "tok", kProtocolVersion), CallCode::kUnauthenticated,
+                 "wrong token");
   expect_refusal(admit_call("Bearer tok", "tok", 1), CallCode::kFailedPrecondition,
                  "protocol version 1 is not supported (server speaks version 2)");
   EXPECT_TRUE(admit_call("Bearer tok", "tok", kProtocolVersion).ok());

@@ -13,30 +13,14 @@
 
 #include "core/error.h"
 #include "tests/ps/ps_parts_testing.h"
+#include "tests/support/temp_dir.h"
 
 namespace qgrad::ps {
 namespace {
 
 using namespace testing_parts;
 
-class TempDir {
- public:
-  TempDir() {
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    path_ = (std::filesystem::temp_directory_path() /
-             ("qgrad_ps_checkpoint_" + std::to_string(::getpid()) + "_" + info->name()))
-                .string();
-    std::filesystem::remove_all(path_);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
+using testing_support::TempDir;
 
 OptimizerOptions adam() {
   OptimizerOptions o;

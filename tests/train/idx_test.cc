@@ -208,7 +208,7 @@ TEST(Idx, MissingAndDirectoryPathsAreClear) {
   TempDir dir;
   expect_data_error([&] { read_idx_images(dir.file("nope.gz")); },
                     {dir.file("nope.gz"), "cannot open", "No such file"});
-  expect_data_error([&] { read_idx_labels(dir.path().string()); }, {"is a directory"});
+  expect_data_error([&] { read_idx_labels(dir.path()); }, {"is a directory"});
 }
 
 TEST(FashionMnist, MissingDirectoryNamesPackageAndScript) {
@@ -228,12 +228,12 @@ TEST(FashionMnist, MissingFileInDirectoryNamesThatFile) {
   write_gz(dir.file("t10k-images-idx3-ubyte.gz"),
            idx_bytes(kImages, {1, 28, 28}, std::vector<uint8_t>(784)));
   const std::string msg = expect_data_error(
-      [&] { load_fashion_mnist(dir.path().string()); },
+      [&] { load_fashion_mnist(dir.path()); },
       {dir.file("t10k-labels-idx1-ubyte.gz"), "not found", "dataset-fashion-mnist"});
   EXPECT_THAT(msg, ::testing::Not(HasSubstr("directory does not exist")));
   // With it present (uncompressed this time) the set loads.
   write_raw(dir.file("t10k-labels-idx1-ubyte"), idx_bytes(kLabels, {1}, {4}));
-  const DataSplit s = load_fashion_mnist(dir.path().string());
+  const DataSplit s = load_fashion_mnist(dir.path());
   EXPECT_EQ(s.train.rows, 1u);
   EXPECT_EQ(s.test.targets, std::vector<float>{4});
 }
@@ -246,7 +246,7 @@ TEST(FashionMnist, WrongImageSizeIsRejected) {
   write_gz(dir.file("t10k-images-idx3-ubyte.gz"),
            idx_bytes(kImages, {1, 28, 28}, std::vector<uint8_t>(784)));
   write_gz(dir.file("t10k-labels-idx1-ubyte.gz"), idx_bytes(kLabels, {1}, {1}));
-  expect_data_error([&] { load_fashion_mnist(dir.path().string()); },
+  expect_data_error([&] { load_fashion_mnist(dir.path()); },
                     {"train-images-idx3-ubyte.gz", "2 x 3", "expected 28 x 28"});
 }
 

@@ -13,28 +13,13 @@
 #include <gtest/gtest.h>
 
 #include "tests/support/ranks.h"
+#include "tests/support/temp_dir.h"
 #include "train/data/data_spec.h"
 #include "train/trainer.h"
 
 namespace qgrad {
 
-// A fresh folder per test under the build's temp dir.
-class TempDir {
- public:
-  TempDir() {
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    path_ = std::filesystem::temp_directory_path() /
-            (std::string("qgrad_trainer_") + info->test_suite_name() + "_" + info->name() + "_" +
-             std::to_string(::getpid()));
-    std::filesystem::remove_all(path_);
-    std::filesystem::create_directories(path_);
-  }
-  ~TempDir() { std::filesystem::remove_all(path_); }
-  std::string operator/(const std::string& name) const { return (path_ / name).string(); }
-
- private:
-  std::filesystem::path path_;
-};
+using testing_support::TempDir;
 
 inline constexpr const char* kRegression =
     "synthetic:kind=regression,rows=600,test=100,dim=12,seed=3";
