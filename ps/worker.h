@@ -24,7 +24,7 @@
 //       with RngKey{seed, t, w, tensor = k's global index}; plain fp32 (codec none, no memory)
 //       during the first warmup_steps steps and for keys smaller than min_compress_bytes;
 //   per server, in parallel (one thread per server beyond the first): push the server's keys
-//       (PsClient::push, retried with the same request id after UNAVAILABLE/DEADLINE_EXCEEDED),
+//       (PsClient::push, retried with the same request id after a transient failure, below),
 //       then pull step t + 1 and copy the new values into the model's parameters;
 //   commit the worker-side optimizer state (Optimizer::commit: Signum's momentum).
 // Every worker ends the step with the servers' parameters, bit for bit the same on all of them.
@@ -39,8 +39,9 @@
 // timeout) is answered ABORTED: the worker puts the dropped payload back into its error memory
 // (e = p: the whole compensated contribution is sent with the next step, so with error feedback
 // none of the gradient is lost; without error feedback that step's gradient is dropped), pulls
-// the current model and continues at the server's step (StepStats::continue_at). On UNAVAILABLE
-// or DEADLINE_EXCEEDED (a server restarting) a call is retried with backoff (100 ms doubling to
+// the current model and continues at the server's step (StepStats::continue_at). On UNAVAILABLE,
+// DEADLINE_EXCEEDED or CANCELLED (a server restarting, or shutting down while it answered: this
+// worker never cancels its own calls) a call is retried with backoff (100 ms doubling to
 // 2 s) for at most reconnect_for, registering again before each retry; a server that comes back
 // from an older checkpoint moves the worker back to its step (the pushes it lost go back into
 // the error memory as above). Past reconnect_for: CommError naming the server and the time.
